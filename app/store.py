@@ -1,0 +1,288 @@
+"""Qdrant adapter: one collection per knowledge base, dense + sparse vectors per chunk.
+
+The same code runs on the embedded store (``QdrantClient(path=...)``, the default) and on a
+Qdrant server or cluster (``QDRANT_URL``). The collection's metadata records the embedding model
+and dimension that filled it; opening it with another model is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import msgspec
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from app.errors import ModelMismatchError, StoreLockedError, StoreUnavailableError
+from app.lexical import LEXICAL_VERSION, SparseTerms
+from app.records import ChunkRecord
+from app.settings import Settings
+
+__all__ = [
+    "DENSE",
+    "SPARSE",
+    "DocumentState",
+    "QdrantStore",
+    "SearchHit",
+    "filter_for",
+    "normalise_prefix",
+    "open_store",
+    "path_prefixes",
+]
+
+DENSE = "dense"
+SPARSE = "lexical"
+_STATE_FIELDS = ["doc_id", "doc_hash", "chunk_count", "source"]
+
+
+@dataclass(slots=True)
+class DocumentState:
+    """What the store holds of one document: points per content hash."""
+
+    source: str
+    points: dict[str, int] = field(default_factory=dict)
+    """doc_hash → number of points with that hash."""
+    expected: dict[str, int] = field(default_factory=dict)
+    """doc_hash → chunk_count recorded on those points."""
+
+    def is_complete(self, doc_hash: str) -> bool:
+        return doc_hash in self.points and self.points[doc_hash] == self.expected[doc_hash]
+
+    def has_stale(self, doc_hash: str) -> bool:
+        return any(h != doc_hash for h in self.points)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A point returned by one retriever."""
+
+    record: ChunkRecord
+    score: float
+    vector: np.ndarray | None
+
+
+def open_store(settings: Settings) -> QdrantStore:
+    """Open the configured store: a server when QDRANT_URL is set, else the embedded one."""
+    secrets = settings.secrets
+    if secrets.qdrant_url:
+        try:
+            client = QdrantClient(
+                url=secrets.qdrant_url,
+                api_key=secrets.qdrant_api_key,
+                timeout=int(max(1, round(settings.store.timeout_s))),
+            )
+        except Exception as exc:
+            raise StoreUnavailableError(f"cannot connect to Qdrant at {secrets.qdrant_url}: {exc}") from exc
+        return QdrantStore(client, settings.store.collection, upsert_batch_size=settings.store.upsert_batch_size, location=secrets.qdrant_url)
+    path = settings.qdrant_path
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StoreLockedError(
+                f"the embedded store at {path} is in use by another process (a running `kb serve`, "
+                "or another `kb ingest`). Stop that process and run again, or run a Qdrant server "
+                "and point both at it with QDRANT_URL."
+            ) from None
+        raise StoreUnavailableError(f"cannot open the embedded store at {path}: {exc}") from exc
+    return QdrantStore(client, settings.store.collection, upsert_batch_size=settings.store.upsert_batch_size, location=str(path))
+
+
+class QdrantStore:
+    """Chunk storage and search on one Qdrant collection."""
+
+    def __init__(self, client: QdrantClient, collection: str, *, upsert_batch_size: int = 256, location: str = "") -> None:
+        self.client = client
+        self.collection = collection
+        self.location = location or collection
+        self._upsert_batch_size = upsert_batch_size
+
+    # -- collection lifecycle -------------------------------------------------------------
+
+    def exists(self) -> bool:
+        try:
+            return bool(self.client.collection_exists(self.collection))
+        except Exception as exc:
+            raise StoreUnavailableError(f"vector store unreachable ({self.location}): {exc}") from exc
+
+    def ensure_collection(self, *, model_name: str, dimension: int) -> None:
+        """Create the collection for this model, or check that it was filled by this model."""
+        if self.exists():
+            self.check_model(model_name=model_name, dimension=dimension)
+            return
+        self.client.create_collection(
+            self.collection,
+            vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            metadata={"embedding_model": model_name, "dimension": dimension, "lexical": LEXICAL_VERSION},
+        )
+        with warnings.catch_warnings():
+            # The embedded store has no payload indexes and says so; a server builds them.
+            warnings.simplefilter("ignore")
+            logging.getLogger("qdrant_client").disabled = True
+            try:
+                self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
+                self.client.create_payload_index(self.collection, "path_prefixes", models.PayloadSchemaType.KEYWORD)
+            finally:
+                logging.getLogger("qdrant_client").disabled = False
+
+    def check_model(self, *, model_name: str, dimension: int) -> None:
+        """Raise ``ModelMismatchError`` unless the collection was filled by this model."""
+        info = self.client.get_collection(self.collection)
+        meta = info.config.metadata or {}
+        stored_model = meta.get("embedding_model")
+        stored_dim = meta.get("dimension")
+        if stored_model is None:
+            vectors = info.config.params.vectors
+            stored_dim = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
+        if stored_model not in (None, model_name) or (stored_dim is not None and stored_dim != dimension):
+            raise ModelMismatchError(
+                f"collection {self.collection!r} at {self.location} was filled by embedding model "
+                f"{stored_model!r} (dimension {stored_dim}); the configured model is {model_name!r} "
+                f"(dimension {dimension}). Use the same model, or ingest into another collection "
+                "(store.collection / KB_STORE__COLLECTION)."
+            )
+
+    def drop(self) -> None:
+        if self.exists():
+            self.client.delete_collection(self.collection)
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing a broken connection must not mask the real error
+            pass
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[ChunkRecord], dense: np.ndarray, sparse: Sequence[SparseTerms]) -> None:
+        if not (len(records) == len(dense) == len(sparse)):
+            raise ValueError("records, dense and sparse vectors must have the same length")
+        step = self._upsert_batch_size
+        for start in range(0, len(records), step):
+            points = [
+                models.PointStruct(
+                    id=record.point_id,
+                    vector={
+                        DENSE: vector.tolist(),
+                        SPARSE: models.SparseVector(indices=terms.indices, values=terms.values),
+                    },
+                    payload=_payload(record),
+                )
+                for record, vector, terms in zip(
+                    records[start : start + step], dense[start : start + step], sparse[start : start + step], strict=True
+                )
+            ]
+            self.client.upsert(self.collection, points=points, wait=True)
+
+    def delete_document(self, doc_id: str, *, keep_hash: str | None = None) -> None:
+        """Delete a document's points, or only those whose hash is not ``keep_hash``."""
+        must: list[models.Condition] = [models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]
+        must_not: list[models.Condition] = []
+        if keep_hash is not None:
+            must_not.append(models.FieldCondition(key="doc_hash", match=models.MatchValue(value=keep_hash)))
+        self.client.delete(
+            self.collection,
+            points_selector=models.FilterSelector(filter=models.Filter(must=must, must_not=must_not or None)),
+            wait=True,
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def document_states(self) -> dict[str, DocumentState]:
+        """Every document in the collection with its point counts per content hash."""
+        states: dict[str, DocumentState] = {}
+        if not self.exists():
+            return states
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection, limit=1024, offset=offset, with_payload=_STATE_FIELDS, with_vectors=False
+            )
+            for point in points:
+                payload = point.payload or {}
+                state = states.setdefault(payload["doc_id"], DocumentState(source=payload["source"]))
+                doc_hash = payload["doc_hash"]
+                state.points[doc_hash] = state.points.get(doc_hash, 0) + 1
+                state.expected[doc_hash] = int(payload["chunk_count"])
+            if offset is None:
+                return states
+
+    def search(
+        self,
+        *,
+        dense: np.ndarray | None,
+        sparse: SparseTerms | None,
+        limit: int,
+        query_filter: models.Filter | None = None,
+    ) -> tuple[list[SearchHit], list[SearchHit]]:
+        """Dense and lexical candidates in one round trip: ``(dense_hits, lexical_hits)``."""
+        requests: list[models.QueryRequest] = []
+        if dense is not None:
+            requests.append(
+                models.QueryRequest(
+                    query=dense.tolist(), using=DENSE, limit=limit, filter=query_filter,
+                    with_payload=True, with_vector=[DENSE],
+                )
+            )
+        if sparse is not None and len(sparse):
+            requests.append(
+                models.QueryRequest(
+                    query=models.SparseVector(indices=sparse.indices, values=sparse.values), using=SPARSE,
+                    limit=limit, filter=query_filter, with_payload=True, with_vector=[DENSE],
+                )
+            )
+        if not requests:
+            return [], []
+        responses = self.client.query_batch_points(self.collection, requests=requests)
+        results = [[_hit(point) for point in response.points] for response in responses]
+        dense_hits = results.pop(0) if dense is not None else []
+        lexical_hits = results.pop(0) if results else []
+        return dense_hits, lexical_hits
+
+
+def _hit(point: models.ScoredPoint) -> SearchHit:
+    vector = None
+    if isinstance(point.vector, dict) and DENSE in point.vector:
+        vector = np.asarray(point.vector[DENSE], dtype=np.float32)
+    return SearchHit(record=msgspec.convert(point.payload, ChunkRecord), score=float(point.score), vector=vector)
+
+
+def _payload(record: ChunkRecord) -> dict[str, object]:
+    payload = msgspec.to_builtins(record)
+    # Every ancestor of the source path, so "everything under docs/guide" is an exact keyword
+    # match (indexable on a server) instead of a substring scan. Not part of ChunkRecord.
+    payload["path_prefixes"] = path_prefixes(record.source)
+    return payload
+
+
+def path_prefixes(source: str) -> list[str]:
+    """``"a/b/c.md"`` → ``["a", "a/b", "a/b/c.md"]``."""
+    parts = PurePosixPath(source).parts
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def normalise_prefix(prefix: str) -> str:
+    """The form a path-prefix filter is matched in: posix, no leading ./, no trailing /."""
+    cleaned = str(PurePosixPath(prefix.strip().replace("\\", "/")))
+    return cleaned.removeprefix("./").rstrip("/")
+
+
+def filter_for(*, source_prefix: str | None = None, doc_ids: Iterable[str] | None = None) -> models.Filter | None:
+    """A Qdrant filter for the optional request filters (folder or file granularity)."""
+    must: list[models.Condition] = []
+    if doc_ids:
+        must.append(models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids))))
+    if source_prefix:
+        must.append(models.FieldCondition(key="path_prefixes", match=models.MatchValue(value=normalise_prefix(source_prefix))))
+    return models.Filter(must=must) if must else None

@@ -1,0 +1,44 @@
+"""BM25 sparse vectors for Qdrant's IDF modifier."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.lexical import LexicalEncoder, terms
+
+pytestmark = pytest.mark.unit
+
+
+def test_terms_are_folded_stemmed_and_stop_words_removed() -> None:
+    assert terms("The Running of the Servers") == ["run", "server"]
+    assert terms("Café crème") == terms("cafe creme")
+
+
+def test_non_latin_words_survive_as_terms() -> None:
+    assert terms("Привет мир") == ["привет", "мир"]
+
+
+def test_document_weights_saturate_with_term_frequency() -> None:
+    encoder = LexicalEncoder()
+    once = encoder.encode_document("qdrant")
+    many = encoder.encode_document("qdrant " * 10)
+    assert once.indices == many.indices
+    assert many.values[0] > once.values[0]
+    assert many.values[0] < encoder.k1 + 1  # BM25's tf part never exceeds k1 + 1
+
+
+def test_query_gives_each_distinct_term_weight_one() -> None:
+    query = LexicalEncoder().encode_query("install install linux")
+    assert len(query) == 2
+    assert query.values == [1.0, 1.0]
+
+
+def test_matching_terms_share_indices_between_query_and_document() -> None:
+    encoder = LexicalEncoder()
+    doc = encoder.encode_document("How to install the service on Linux")
+    query = encoder.encode_query("linux installation")
+    assert set(query.indices) <= set(doc.indices)
+
+
+def test_text_without_terms_gives_an_empty_vector() -> None:
+    assert len(LexicalEncoder().encode_document("the of and")) == 0
