@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "EmbeddingModelError",
+    "InvalidRequestError",
     "KBError",
     "ModelMismatchError",
     "ProviderError",
@@ -56,6 +57,12 @@ class ModelMismatchError(KBError):
     """A collection was filled by a different embedding model (or dimension) than configured."""
 
     code = "model_mismatch"
+
+
+class InvalidRequestError(KBError):
+    """A request that is well-formed JSON but asks for something not allowed."""
+
+    code = "invalid_request"
 
 
 class QuestionTooLongError(KBError):

@@ -1,0 +1,82 @@
+"""The application factory and the one plugin that wires it.
+
+``create_app(settings)`` builds a Litestar app; tests pass their own settings (and may pass an
+already-loaded embedder to save the model load). ``AppCore`` registers routes, dependencies,
+exception handlers and the start-up/shut-down lifespan. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins import InitPluginProtocol
+
+from app.config import load_settings
+from app.embedding import Embedder
+from app.http.ask import ask
+from app.http.errors import EXCEPTION_HANDLERS
+from app.http.health import live, ready
+from app.http.request_id import RequestIdMiddleware
+from app.http.services import Services, build_services
+from app.logs import configure_logging
+from app.pipeline import AskPipeline
+from app.settings import Settings
+
+__all__ = ["AppCore", "create_app"]
+
+
+def provide_services(state: State) -> Services:
+    return state.services
+
+
+def provide_pipeline(state: State) -> AskPipeline:
+    return state.services.pipeline
+
+
+class AppCore(InitPluginProtocol):
+    """Routes, dependencies, error mapping and lifespan of the service."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        settings = self.settings
+        app_config.route_handlers.extend([ask, live, ready])
+        app_config.dependencies.update(
+            {
+                "services": Provide(provide_services, sync_to_thread=False),
+                "pipeline": Provide(provide_pipeline, sync_to_thread=False),
+                "heartbeat_s": Provide(lambda: settings.server.heartbeat_s, sync_to_thread=False),
+            }
+        )
+        app_config.exception_handlers.update(EXCEPTION_HANDLERS)
+        app_config.middleware.insert(0, RequestIdMiddleware)
+        app_config.request_max_body_size = settings.server.max_body_bytes
+        app_config.lifespan.append(self._lifespan)
+        app_config.openapi_config = OpenAPIConfig(title="Knowledge base", version="0.1.0", path="/schema")
+        return app_config
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        # Model load and warm-up are blocking and take seconds: keep the loop free meanwhile.
+        services = await asyncio.to_thread(build_services, self.settings, embedder=self.embedder)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None, **litestar_kwargs: Any) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(json_lines=settings.env == "production")
+    return Litestar(plugins=[AppCore(settings, embedder=embedder)], **litestar_kwargs)

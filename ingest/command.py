@@ -1,0 +1,73 @@
+"""``kb ingest``: the command-line face of ``ingest.runner``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import msgspec
+
+from app.config import load_settings
+from app.embedding import SentenceTransformerEmbedder
+from app.errors import KBError
+from app.store import open_store
+from ingest.progress import progress_for
+from ingest.runner import Ingestor
+
+__all__ = ["ingest_command"]
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--prune", is_flag=True, help="Remove documents whose source file is gone from these roots.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--include", multiple=True, help="Glob of files to include (repeatable; replaces the configured list).")
+@click.option("--exclude", multiple=True, help="Glob of files to exclude (repeatable; added to the configured list).")
+@click.option("--collection", help="Collection to write to (default: store.collection).")
+def ingest_command(
+    paths: tuple[Path, ...], prune: bool, dry_run: bool, as_json: bool, quiet: bool,
+    include: tuple[str, ...], exclude: tuple[str, ...], collection: str | None,
+) -> None:
+    """Load, chunk, embed and store the documents under PATHS (files or folders)."""
+    overrides: dict[str, dict[str, object]] = {}
+    if collection:
+        overrides["store"] = {"collection": collection}
+    try:
+        settings = load_settings(overrides=overrides)
+        ingest_settings = settings.ingest
+        if include or exclude:
+            ingest_settings = msgspec.structs.replace(
+                ingest_settings,
+                include=include or ingest_settings.include,
+                exclude=(*ingest_settings.exclude, *exclude),
+            )
+        store = open_store(settings)
+    except KBError as exc:
+        raise click.ClickException(exc.message) from None
+    try:
+        embedder = SentenceTransformerEmbedder(settings.embedding)
+        ingestor = Ingestor(
+            store, embedder, chunking=settings.chunking, ingest=ingest_settings,
+            progress=progress_for(quiet=quiet or as_json),
+        )
+        report = ingestor.ingest_paths(list(paths), prune=prune, dry_run=dry_run)
+    except KBError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        store.close()
+    if as_json:
+        sys.stdout.write(report.to_json().decode() + "\n")
+    else:
+        if dry_run:
+            for step in report.plan:
+                if step["action"] != "unchanged":
+                    click.echo(f"would {step['action']}: {step['source']}" + (f" ({step['chunks']} chunks)" if "chunks" in step else ""))
+        for line in report.summary_lines():
+            click.echo(line, err=line.startswith("FAILED"))
+    if report.interrupted:
+        sys.exit(130)
+    if report.failed:
+        sys.exit(1)
