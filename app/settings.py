@@ -117,7 +117,7 @@ class RankingSettings(_Section):
     context_tokens: Annotated[int, Meta(ge=64, le=200_000)] = 2000
     """Token budget of the context handed to the model."""
 
-    question_max_tokens: Annotated[int, Meta(ge=8, le=8192)] = 256
+    question_max_tokens: Annotated[int, Meta(ge=8, le=8192)] = 200
     """Longest accepted question. Longer ones are refused, never truncated."""
 
     mmr_lambda: UnitFloat = 0.75
