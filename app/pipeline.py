@@ -21,7 +21,7 @@ from app.embedding import TokenCounter
 from app.errors import InvalidRequestError, ProviderError, QuestionTooLongError
 from app.generation.base import ModelProvider, RetrievalStatus, TextDelta, Usage
 from app.postprocess import extract_citations
-from app.prompting import PromptRegistry, build_prompt
+from app.prompting import PromptRegistry, build_prompt, document_overhead
 from app.ranking import fit_to_budget, rank
 from app.records import ScoredChunk
 from app.retrieval import RetrievalFilters, Retriever
@@ -161,8 +161,10 @@ class AskPipeline:
             mmr_lambda=self.ranking_settings.mmr_lambda,
             duplicate_threshold=self.ranking_settings.duplicate_threshold,
         )
+        template = self.prompts.get(self.prompt_version())
+        overhead = document_overhead(template, ranked, self.context_counter.count)
         return fit_to_budget(
-            ranked, self.ranking_settings.context_tokens, self.context_counter.count, per_chunk_overhead=24
+            ranked, self.ranking_settings.context_tokens, self.context_counter.count, per_chunk_overhead=overhead
         )
 
     async def run(self, valid: ValidQuestion, *, request_id: str | None = None) -> AsyncIterator[PipelineEvent]:

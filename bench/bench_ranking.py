@@ -1,0 +1,115 @@
+"""Latency of the ranking stage on synthetic data: 50 candidates (384-d unit vectors, ~150-word
+texts, a few near-duplicates) -> top 6. Budget: p50 < 5 ms.
+
+Usage: .venv/bin/python bench/bench_ranking.py [--runs 1000] [--candidates 50] [--top-k 6]
+
+Not a test: timings depend on the machine, so nothing here asserts. Run it after changing
+``app/ranking.py`` and compare with the previous numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.records import ChunkRecord, ScoredChunk  # noqa: E402
+from app.ranking import fit_to_budget, rank  # noqa: E402
+from app.settings import RankingSettings, RetrievalSettings  # noqa: E402
+from app.tokens import ClaudeTokenEstimate  # noqa: E402
+
+__all__: list[str] = []
+
+
+def synthetic_candidates(n: int, dim: int, seed: int = 7) -> list[ScoredChunk]:
+    rng = np.random.default_rng(seed)
+    vocab = [f"word{i}" for i in range(3000)]
+    base = rng.standard_normal((n, dim)).astype(np.float32)
+    # Every fifth candidate is a near-copy of the one before it, so deduplication has work to do.
+    for i in range(1, n, 5):
+        base[i] = base[i - 1] + 0.05 * rng.standard_normal(dim).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    out = []
+    for i in range(n):
+        words = rng.choice(vocab, size=150)
+        text = ". ".join(" ".join(words[k : k + 15]) for k in range(0, 150, 15)) + "."
+        record = ChunkRecord(
+            point_id=f"p{i}",
+            doc_id=f"d{i // 3}",
+            source=f"/kb/doc{i // 3}.md",
+            title=f"Doc {i // 3}",
+            chunk_index=i % 3,
+            chunk_count=3,
+            text=text,
+            doc_hash="h",
+            text_hash=f"t{i}",
+            ingested_at="2024-01-01T00:00:00Z",
+        )
+        dense = float(rng.uniform(0.05, 0.8))
+        lexical = float(rng.uniform(0, 12)) if i % 2 else None
+        out.append(
+            ScoredChunk(
+                record=record,
+                score=dense,
+                dense_score=dense,
+                lexical_score=lexical,
+                vector=tuple(base[i].tolist()),
+            )
+        )
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--candidates", type=int, default=50)
+    parser.add_argument("--top-k", type=int, default=6)
+    parser.add_argument("--dim", type=int, default=384)
+    args = parser.parse_args()
+
+    ranking, retrieval = RankingSettings(), RetrievalSettings()
+    candidates = synthetic_candidates(args.candidates, args.dim)
+    counter = ClaudeTokenEstimate()
+
+    def run_rank() -> list[ScoredChunk]:
+        return rank(
+            candidates,
+            top_k=args.top_k,
+            relevance_floor=retrieval.relevance_floor,
+            mmr_lambda=ranking.mmr_lambda,
+            duplicate_threshold=ranking.duplicate_threshold,
+        )
+
+    for _ in range(20):  # warm-up: imports, allocator, caches
+        selected = run_rank()
+
+    def run_fit() -> list[ScoredChunk]:
+        return fit_to_budget(selected, ranking.context_tokens, counter.count, per_chunk_overhead=40)
+
+    for label, fn in (("rank", run_rank), ("fit_to_budget", run_fit)):
+        times_ms = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            fn()
+            times_ms.append((time.perf_counter() - start) * 1000.0)
+        print(
+            f"{label:14s} {args.candidates} candidates -> top {args.top_k}, {args.runs} runs: "
+            f"p50 {statistics.median(times_ms):.3f} ms, p95 {percentile(times_ms, 0.95):.3f} ms, "
+            f"max {max(times_ms):.3f} ms"
+        )
+    print(f"selected {len(selected)} chunks: {[c.record.point_id for c in selected]}")
+
+
+if __name__ == "__main__":
+    main()
