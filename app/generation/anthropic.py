@@ -1,0 +1,259 @@
+"""Anthropic Claude provider: streams the Messages API with our own timeouts and retries.
+
+Why our own retries (the SDK's are switched off): a retry is only safe before the first text
+delta has been handed to the consumer, because text already sent to a client cannot be taken
+back. The SDK cannot know that, so it would retry (or not) at the wrong moments.
+
+Time budget, all measured on the event loop clock:
+
+* connect  - opening the TCP connection (httpx timeout inside the SDK);
+* first token - from the start of each attempt to its first text delta (``asyncio`` deadline);
+* total   - the whole answer, retries and backoff included, from the call to ``stream``.
+
+Deadlines wrap each await on the upstream only, never a ``yield``: a timeout scope that spans
+a ``yield`` would cancel whatever the consumer is doing at that moment instead of our read.
+
+Errors are ``ProviderError`` with a ``code``: rate_limited (429), overloaded (529), upstream_error
+(other 5xx, broken or truncated stream), upstream_unreachable (no connection), timeout (any of
+the three budgets) - all retryable, and retried here while no text was yielded; bad_request
+(400), provider_auth (401/403), model_not_found (404) - not retryable. An ``event: error`` in the
+stream maps by its error type. Any failure other than a timeout after text was yielded becomes
+stream_interrupted (retryable for the client, never retried here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, ClassVar, TypeVar
+
+import anthropic
+import httpx2  # the SDK's HTTP transport: errors raised while reading a stream come from it
+
+from app.errors import ProviderError
+from app.generation.base import ModelProvider, Prompt, TextDelta, Usage
+from app.settings import GenerationSettings
+
+__all__ = ["AnthropicProvider"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Error ``type`` of the API's JSON error body -> (our code, retryable). Used for ``event: error``
+# inside a 200 stream, where there is no HTTP status to go by.
+_BY_ERROR_TYPE: dict[str, tuple[str, bool]] = {
+    "rate_limit_error": ("rate_limited", True),
+    "overloaded_error": ("overloaded", True),
+    "api_error": ("upstream_error", True),
+    "timeout_error": ("upstream_error", True),
+    "invalid_request_error": ("bad_request", False),
+    "request_too_large": ("bad_request", False),
+    "authentication_error": ("provider_auth", False),
+    "permission_error": ("provider_auth", False),
+    "billing_error": ("provider_auth", False),
+    "not_found_error": ("model_not_found", False),
+}
+
+
+def _classify_status(status: int, error_type: str | None) -> tuple[str, bool]:
+    """HTTP status (or, for a mid-stream error event, the error type) -> (code, retryable)."""
+    if status == 429:
+        return "rate_limited", True
+    if status == 529:
+        return "overloaded", True
+    if status >= 500 or status in (408, 409):  # 408/409 are transient, as the SDK also treats them
+        return "upstream_error", True
+    if status in (400, 413, 422):
+        return "bad_request", False
+    if status in (401, 402, 403):
+        return "provider_auth", False
+    if status == 404:
+        return "model_not_found", False
+    if status < 400:  # an ``event: error`` in a stream that started with 200
+        return _BY_ERROR_TYPE.get(error_type or "", ("upstream_error", True))
+    return "provider_error", False
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds from a ``retry-after`` header, if the failure was an HTTP reply carrying one."""
+    if not isinstance(exc, anthropic.APIStatusError):
+        return None
+    try:
+        seconds = float(exc.response.headers.get("retry-after"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # absent, or the HTTP-date form (the API sends seconds)
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+class _Failure(Exception):
+    """An attempt failed: the error to raise, plus what the retry loop needs to know."""
+
+    def __init__(self, error: ProviderError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _fail(message: str, code: str, retryable: bool = True,
+          retry_after: float | None = None) -> _Failure:
+    return _Failure(ProviderError(message, code=code, retryable=retryable), retry_after)
+
+
+class AnthropicProvider(ModelProvider):
+    """Streams answers from Claude. One instance (and one HTTP connection pool) per app."""
+
+    name: ClassVar[str] = "anthropic"
+
+    def __init__(self, settings: GenerationSettings, api_key: str) -> None:
+        self.model = settings.model
+        self._settings = settings
+        self._api_key = api_key
+        # ``anthropic.Timeout`` is the SDK's own transport type (httpx2); it rejects httpx's.
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=settings.base_url,
+            max_retries=0,
+            timeout=anthropic.Timeout(settings.total_timeout_s, connect=settings.connect_timeout_s),
+        )
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(model={self.model!r})"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[TextDelta | Usage]:
+        """Yield the answer's text deltas, then one ``Usage``. Raises ``ProviderError``."""
+        s = self._settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.total_timeout_s
+        attempt = 0
+        while True:
+            emitted = False  # once True, no retry: the consumer already has part of an answer
+            first_token_at = min(loop.time() + s.first_token_timeout_s, deadline)
+            try:
+                upstream = await self._within(self._open(prompt), first_token_at, deadline)
+                # ``async with`` closes the HTTP response on every exit: end of stream, error,
+                # and the consumer closing this generator or cancelling its task.
+                async with upstream:
+                    input_tokens = output_tokens = 0
+                    stopped = False
+                    while True:
+                        limit = deadline if emitted else first_token_at
+                        event = await self._within(anext(upstream, None), limit, deadline)
+                        if event is None:
+                            break
+                        if event.type == "message_start":
+                            input_tokens = event.message.usage.input_tokens
+                        elif (event.type == "content_block_delta"
+                              and event.delta.type == "text_delta" and event.delta.text):
+                            emitted = True  # set before the yield: the consumer may keep it
+                            yield TextDelta(event.delta.text)
+                        elif event.type == "message_delta":
+                            output_tokens = event.usage.output_tokens
+                            if event.usage.input_tokens is not None:
+                                input_tokens = event.usage.input_tokens
+                        elif event.type == "message_stop":
+                            stopped = True
+                    if not stopped:  # a clean end without message_stop: a truncating proxy
+                        raise _fail("Anthropic stream ended before message_stop", "upstream_error")
+                yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+                return
+            except (_Failure, anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
+                # ValueError: malformed event data (bad JSON, unexpected shape) from upstream.
+                failure = exc if isinstance(exc, _Failure) else self._classify(exc)
+                cause = None if isinstance(exc, _Failure) else exc
+                error = self._redacted(failure.error)
+                if emitted:
+                    if error.code != "timeout":
+                        error = ProviderError(
+                            f"Anthropic stream interrupted after the answer had started: "
+                            f"{error.message}", code="stream_interrupted", retryable=True)
+                    raise error from cause
+                delay = self._retry_delay(attempt, failure.retry_after)
+                if not error.retryable or attempt >= s.max_retries:
+                    if attempt:
+                        error = ProviderError(f"{error.message} (after {attempt + 1} attempts)",
+                                              code=error.code, retryable=error.retryable)
+                    raise error from cause
+                if loop.time() + delay >= deadline:
+                    raise ProviderError(
+                        f"{error.message} (no retry: waiting {delay:.2f}s would pass the "
+                        f"total timeout of {s.total_timeout_s}s)",
+                        code=error.code, retryable=error.retryable) from cause
+                log.warning("anthropic attempt %d failed (%s); retrying in %.2fs",
+                            attempt + 1, error.code, delay,
+                            extra={"provider": self.name, "code": error.code,
+                                   "attempt": attempt + 1})
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    def _open(self, prompt: Prompt) -> Awaitable[anthropic.AsyncStream[Any]]:
+        """Send the request; resolves once the response headers arrived (errors raise here)."""
+        s = self._settings
+        return self._client.messages.create(
+            model=s.model,
+            max_tokens=s.max_tokens,
+            system=prompt.system if prompt.system else anthropic.omit,
+            messages=[{"role": m.role, "content": m.content} for m in prompt.messages],
+            stream=True,
+            # SDK 1.x dropped ``temperature`` from the typed signature; the API still takes it
+            # and ``extra_body`` puts it into the request JSON unchanged.
+            extra_body={"temperature": s.temperature},
+        )
+
+    async def _within(self, awaitable: Awaitable[T], limit: float, deadline: float) -> T:
+        """Await an upstream step under a deadline, turning expiry into a timeout failure."""
+        s = self._settings
+        scope = asyncio.timeout_at(limit)
+        try:
+            async with scope:
+                return await awaitable
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            which, seconds = ("total", s.total_timeout_s) if limit >= deadline else (
+                "first-token", s.first_token_timeout_s)
+            raise _fail(f"Anthropic {which} timeout ({seconds}s) expired", "timeout") from None
+
+    def _classify(self, exc: Exception) -> _Failure:
+        """An SDK, transport or parsing error -> our error code and retryability."""
+        kind = type(exc.__cause__ or exc).__name__
+        if isinstance(exc, anthropic.APIStatusError):
+            code, retryable = _classify_status(exc.status_code, exc.type)
+            upstream = exc.type or f"HTTP {exc.status_code}"
+            return _fail(f"Anthropic API error ({upstream}): {exc.api_message or exc.status_code}",
+                         code, retryable, _retry_after(exc))
+        if isinstance(exc, anthropic.APITimeoutError):  # raised while sending the request
+            if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+                seconds = self._settings.connect_timeout_s
+                return _fail(f"Anthropic connect timeout ({seconds}s) expired", "timeout")
+            return _fail(f"Anthropic request timed out ({kind})", "timeout")
+        if isinstance(exc, anthropic.APIConnectionError):
+            return _fail(f"Anthropic API unreachable ({kind})", "upstream_unreachable")
+        if isinstance(exc, httpx2.TimeoutException):  # a stream read stalled past httpx's limit
+            return _fail(f"Anthropic stream timed out ({kind})", "timeout")
+        if isinstance(exc, httpx2.HTTPError):  # the connection broke while reading the stream
+            return _fail(f"Anthropic stream broke ({kind})", "upstream_error")
+        if isinstance(exc, ValueError):
+            return _fail(f"Anthropic sent a malformed stream ({kind})", "upstream_error")
+        return _fail(f"Anthropic SDK error ({kind})", "provider_error", retryable=False)
+
+    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
+        """The server's ``retry-after`` wins; else exponential backoff with up to 10% jitter
+        (jitter spreads out the retries of many requests that failed together)."""
+        if retry_after is not None:
+            return retry_after
+        base = self._settings.retry_backoff_s * 2**attempt
+        return base + random.uniform(0.0, 0.1 * base)
+
+    def _redacted(self, error: ProviderError) -> ProviderError:
+        """Upstream messages are quoted in ours; make sure none of them can carry the key."""
+        if self._api_key and self._api_key in error.message:
+            return ProviderError(error.message.replace(self._api_key, "***"),
+                                 code=error.code, retryable=error.retryable)
+        return error
