@@ -11,17 +11,23 @@ Policy, outermost first:
 * The heading path counts against the budget. When it would take more than a third of it, the
   outermost headings are dropped, then the innermost one is cut at a token boundary; the draft
   carries the shortened path, since that is what gets embedded.
-* Whole paragraphs are packed while they fit. A paragraph that cannot fit a chunk on its own is
-  split at sentences (``.``, ``!``, ``?`` followed by whitespace, and CJK ``。！？``), a sentence
+* Whole paragraphs are packed while they fit. A paragraph that cannot fit a chunk on its own (or
+  that, moved whole to the next chunk, would leave less than ``min_tokens`` behind) is split
+  at sentences (``.``, ``!``, ``?`` followed by whitespace, and CJK ``。！？``), a sentence
   that is still too long at line breaks, and a line that is still too long at token boundaries,
-  preferring whitespace, then punctuation.
+  preferring whitespace, then punctuation. Line-structured text (code, tables, lists: lines
+  without a sentence end) is split at lines rather than treated as one long sentence.
 * Overlap: a chunk after the first in a section starts with the longest run of whole trailing
   units (sentences, or lines/pieces of over-long sentences) of the previous chunk that fits
   ``overlap_tokens``; a unit is never cut to make overlap, so an over-long last sentence means no
   overlap. Overlap repeats only the previous chunk's own content, never all of it, never more
   than half the body budget, and shrinks (or disappears) when the next paragraph needs the room.
-* A last chunk whose new content is under ``min_tokens`` is merged into the previous chunk of the
-  same section when the result still fits.
+* ``min_tokens``: besides the rule above, a section's last chunk with less new content than this
+  takes whole sentences from the end of the previous chunk when both continue one paragraph
+  (greedy packing means the small piece never fits into the previous chunk, so merging cannot
+  help). A section shorter than ``min_tokens`` is still one chunk.
+* Whitespace inside a paragraph is kept as written (code stays code); paragraphs are joined by
+  a blank line.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ __all__ = ["ChunkDraft", "chunk_document"]
 
 _MIN_MAX_TOKENS = 8
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")
+_LINE_END = re.compile(r"\n")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？]+[」』”’）)]*")
+_CLOSES_SENTENCE = re.compile(r"[.!?。！？][\"'”’)\]」』）]*$")
 
 
 class ChunkDraft(msgspec.Struct, frozen=True):
@@ -59,6 +67,13 @@ class _Unit(NamedTuple):
     tokens: int
 
 
+class _Plan(NamedTuple):
+    budget: int
+    """Tokens left for the body once the heading path is counted."""
+    overlap_tokens: int
+    min_tokens: int
+
+
 class _Section(NamedTuple):
     text: str
     paragraphs: list[tuple[int, int]]
@@ -76,7 +91,10 @@ def chunk_document(
     overlap_tokens: int = 32,
     min_tokens: int = 24,
 ) -> list[ChunkDraft]:
-    """Split ``document`` into drafts whose embedding text is at most ``max_tokens`` tokens."""
+    """Split ``document`` into drafts whose embedding text is at most ``max_tokens`` tokens.
+
+    Raises ``ValueError`` for a ``max_tokens`` below 8 or negative options.
+    """
     if max_tokens < _MIN_MAX_TOKENS:
         raise ValueError(f"max_tokens must be at least {_MIN_MAX_TOKENS}, got {max_tokens}")
     if overlap_tokens < 0 or min_tokens < 0:
@@ -87,11 +105,12 @@ def chunk_document(
         if not section.text.strip():
             continue
         if section.heading_path not in fitted_paths:
-            fitted_paths[section.heading_path] = _fit_heading_path(section.heading_path, counter, max_tokens // 3)
+            fitted = _fit_heading_path(section.heading_path, counter, max_tokens // 3)
+            fitted_paths[section.heading_path] = fitted
         path, path_tokens = fitted_paths[section.heading_path]
-        prepared = _prepare(section.text, counter)
-        for text in _chunk_section(prepared, path, path_tokens, counter, max_tokens, overlap_tokens, min_tokens):
-            drafts.append(ChunkDraft(heading_path=path, text=text, page=section.page))
+        plan = _Plan(max_tokens - path_tokens, overlap_tokens, min_tokens)
+        texts = _chunk_section(_prepare(section.text, counter), path, counter, max_tokens, plan)
+        drafts.extend(ChunkDraft(heading_path=path, text=text, page=section.page) for text in texts)
     return drafts
 
 
@@ -100,7 +119,9 @@ def _embedding_text(path: tuple[str, ...], text: str) -> str:
     return " > ".join(path) + "\n" + text if path else text
 
 
-def _fit_heading_path(path: tuple[str, ...], counter: TokenCounter, limit: int) -> tuple[tuple[str, ...], int]:
+def _fit_heading_path(
+    path: tuple[str, ...], counter: TokenCounter, limit: int
+) -> tuple[tuple[str, ...], int]:
     """Shorten ``path`` to at most ``limit`` tokens: innermost headings matter most for topic."""
     path = tuple(heading for heading in path if heading.strip())
     while path:
@@ -117,9 +138,10 @@ def _fit_heading_path(path: tuple[str, ...], counter: TokenCounter, limit: int) 
 
 def _truncate(text: str, counter: TokenCounter, limit: int) -> str:
     """The longest token-boundary prefix of ``text`` that counts at most ``limit`` tokens."""
-    spans = counter.offsets(text)
-    for keep in range(min(limit, len(spans) - 1), 0, -1):
-        candidate = text[: spans[keep][0]].rstrip()
+    cuts = [start for start, _ in counter.offsets(text)[1 : limit + 1]][::-1]
+    # Whole words first: a cut inside a word leaves a fragment that can re-count longer.
+    for cut in [cut for cut in cuts if text[cut - 1].isspace()] + cuts:
+        candidate = text[:cut].rstrip()
         if counter.count(candidate) <= limit:
             return candidate
     return ""
@@ -141,40 +163,37 @@ def _prepare(text: str, counter: TokenCounter) -> _Section:
 
 
 def _chunk_section(
-    section: _Section,
-    path: tuple[str, ...],
-    path_tokens: int,
-    counter: TokenCounter,
-    max_tokens: int,
-    overlap_tokens: int,
-    min_tokens: int,
+    section: _Section, path: tuple[str, ...], counter: TokenCounter, max_tokens: int, plan: _Plan
 ) -> list[str]:
-    budget = max_tokens - path_tokens
     attempt = 0
-    while budget > 0:
-        units = [_units(section, index, budget) for index in range(len(section.paragraphs))]
-        chunks = _pack(units, budget, min(overlap_tokens, budget // 2), min_tokens)
-        texts = [_render(section.text, chunk) for chunk in chunks]
+    while plan.budget > 0:
+        units = [_units(section, index, plan.budget) for index in range(len(section.paragraphs))]
+        texts = [_render(section.text, chunk) for chunk in _pack(units, plan)]
         excess = max(counter.count(_embedding_text(path, text)) - max_tokens for text in texts)
         if excess <= 0:
             return texts
         # Piece counts are additive for word-piece tokenizers except where a cut falls inside a
         # word; re-plan with a smaller budget, shrinking faster each time so this stays short.
         attempt += 1
-        budget -= max(excess, attempt)
+        plan = plan._replace(budget=plan.budget - max(excess, attempt))
     raise RuntimeError("tokenizer counts are too inconsistent to fit chunks into max_tokens")
 
 
 def _units(section: _Section, index: int, limit: int) -> list[_Unit]:
-    """Sentences of a paragraph; ones over ``limit`` tokens become lines, then token windows."""
+    """Sentences of a paragraph; lines of line-structured text and of sentences over ``limit``
+    tokens; token windows of lines still over ``limit``."""
     start, end = section.paragraphs[index]
     units: list[_Unit] = []
     for sentence_start, sentence_end in _spans(section.text, start, end, _SENTENCE_END):
         tokens = section.tokens_between(sentence_start, sentence_end)
-        if tokens <= limit:
+        sentence = section.text[sentence_start:sentence_end]
+        # Several lines that do not end a sentence are code, a table or a list: lines are their
+        # natural units. Wrapped prose (text, PDF) ends in punctuation and stays whole.
+        line_structured = "\n" in sentence and not _CLOSES_SENTENCE.search(sentence)
+        if tokens <= limit and not line_structured:
             units.append(_Unit(index, sentence_start, sentence_end, tokens))
             continue
-        for line_start, line_end in _line_spans(section.text, sentence_start, sentence_end):
+        for line_start, line_end in _spans(section.text, sentence_start, sentence_end, _LINE_END):
             tokens = section.tokens_between(line_start, line_end)
             if tokens <= limit:
                 units.append(_Unit(index, line_start, line_end, tokens))
@@ -191,21 +210,9 @@ def _spans(text: str, start: int, end: int, boundary: re.Pattern[str]) -> list[t
     for cut in [*cuts, end]:
         piece = text[position:cut]
         if piece.strip():
-            spans.append((position + len(piece) - len(piece.lstrip()), position + len(piece.rstrip())))
+            leading = len(piece) - len(piece.lstrip())
+            spans.append((position + leading, position + len(piece.rstrip())))
         position = cut
-    return spans
-
-
-def _line_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    spans: list[tuple[int, int]] = []
-    position = start
-    while position < end:
-        newline = text.find("\n", position, end)
-        cut = end if newline == -1 else newline
-        if text[position:cut].strip():
-            piece = text[position:cut]
-            spans.append((position + len(piece) - len(piece.lstrip()), position + len(piece.rstrip())))
-        position = cut + 1
     return spans
 
 
@@ -241,45 +248,91 @@ def _best_cut(text: str, starts: list[int], lowest: int, highest: int) -> int:
     return highest
 
 
-def _pack(paragraphs: list[list[_Unit]], budget: int, overlap: int, min_tokens: int) -> list[list[_Unit]]:
-    """Greedy packing of whole paragraphs, falling back to their units; see the module docstring."""
-    chunks: list[tuple[list[_Unit], int]] = []  # units, and how many of them lead as overlap
-    current: list[_Unit] = []
-    repeated = 0
-    used = 0
-
-    def close(room_needed: int) -> None:
-        nonlocal current, repeated, used
-        chunks.append((current, repeated))
-        tail = _overlap_tail(current[repeated + 1 :], min(overlap, budget - room_needed))
-        current, repeated, used = tail, len(tail), sum(unit.tokens for unit in tail)
-
+def _pack(paragraphs: list[list[_Unit]], plan: _Plan) -> list[list[_Unit]]:
+    """Pack a section's paragraphs into chunks of units; see the module docstring for the rules."""
+    packer = _Packer(plan)
     for units in paragraphs:
-        size = sum(unit.tokens for unit in units)
-        if used + size <= budget:
-            current.extend(units)
-            used += size
-            continue
-        if size <= budget:
-            close(size)
-            current.extend(units)
-            used += size
-            continue
-        for unit in units:
-            if used + unit.tokens > budget and len(current) > repeated:
-                close(unit.tokens)
-            current.append(unit)
-            used += unit.tokens
-    if len(current) > repeated:
-        chunks.append((current, repeated))
+        packer.add_paragraph(units)
+    return packer.finish()
 
-    if len(chunks) >= 2:
-        (previous, previous_repeated), (last, last_repeated) = chunks[-2], chunks[-1]
-        fresh = last[last_repeated:]
-        fresh_tokens = sum(unit.tokens for unit in fresh)
-        if fresh_tokens < min_tokens and sum(unit.tokens for unit in previous) + fresh_tokens <= budget:
-            chunks[-2:] = [(previous + fresh, previous_repeated)]
-    return [units for units, _ in chunks]
+
+class _Chunk(NamedTuple):
+    units: list[_Unit]
+    repeated: int
+    """How many leading units repeat the previous chunk (overlap)."""
+
+    @property
+    def fresh(self) -> list[_Unit]:
+        return self.units[self.repeated :]
+
+
+class _Packer:
+    def __init__(self, plan: _Plan) -> None:
+        self.budget = plan.budget
+        self.min_tokens = plan.min_tokens
+        self.overlap = min(plan.overlap_tokens, plan.budget // 2)
+        self.chunks: list[_Chunk] = []
+        self.current = _Chunk([], 0)
+
+    def add_paragraph(self, units: list[_Unit]) -> None:
+        size = _tokens(units)
+        used = _tokens(self.current.units)
+        if used + size <= self.budget:
+            self.current.units.extend(units)
+        elif size <= self.budget and _tokens(self.current.fresh) >= self.min_tokens:
+            self._close(room_needed=size)
+            self.current.units.extend(units)
+        else:
+            # Too big for any chunk, or moving it whole would strand a tiny chunk behind it (say,
+            # the sentence introducing a code block): fill up sentence by sentence instead.
+            for unit in units:
+                if used + unit.tokens > self.budget and self.current.fresh:
+                    self._close(room_needed=unit.tokens)
+                    used = _tokens(self.current.units)
+                self.current.units.append(unit)
+                used += unit.tokens
+
+    def finish(self) -> list[list[_Unit]]:
+        if self.current.fresh:
+            self.chunks.append(self.current)
+        if len(self.chunks) >= 2:
+            self._fill_last()
+        return [chunk.units for chunk in self.chunks]
+
+    def _close(self, room_needed: int) -> None:
+        self.chunks.append(self.current)
+        # Never repeat the previous chunk's first own unit, so no chunk is a copy of another.
+        candidates = self.current.fresh[1:]
+        tail = _overlap_tail(candidates, min(self.overlap, self.budget - room_needed))
+        self.current = _Chunk(list(tail), len(tail))
+
+    def _fill_last(self) -> None:
+        """Give a last chunk with under ``min_tokens`` of its own content whole sentences from the
+        end of the previous chunk, when both continue the same paragraph.
+
+        Greedy packing means the tiny piece never fits into the previous chunk, so merging is not
+        an option; moving the split point back is.
+        """
+        previous, last = self.chunks[-2], self.chunks[-1]
+        fresh, kept = last.fresh, previous.units
+        fresh_tokens = _tokens(fresh)
+        while (
+            fresh_tokens < self.min_tokens
+            and len(kept) > previous.repeated + 1
+            and kept[-1].para == fresh[0].para
+            and fresh_tokens + kept[-1].tokens <= self.budget
+        ):
+            fresh, kept = [kept[-1], *fresh], kept[:-1]
+            fresh_tokens += fresh[0].tokens
+        if kept is previous.units:
+            return
+        room = min(self.overlap, self.budget - fresh_tokens)
+        tail = _overlap_tail(kept[previous.repeated + 1 :], room)
+        self.chunks[-2:] = [_Chunk(kept, previous.repeated), _Chunk([*tail, *fresh], len(tail))]
+
+
+def _tokens(units: list[_Unit]) -> int:
+    return sum(unit.tokens for unit in units)
 
 
 def _overlap_tail(units: list[_Unit], limit: int) -> list[_Unit]:
@@ -295,7 +348,8 @@ def _overlap_tail(units: list[_Unit], limit: int) -> list[_Unit]:
 
 
 def _render(text: str, units: list[_Unit]) -> str:
-    """Consecutive units of one paragraph are one slice of the source; paragraphs join with a blank line."""
+    """Consecutive units of a paragraph are one slice of the source; paragraphs join with a blank
+    line."""
     parts: list[str] = []
     group_start = units[0]
     for previous, unit in zip(units, units[1:]):

@@ -12,6 +12,12 @@ Choices worth knowing:
   not repeated in every heading path.
 * Headings with no body text below them produce no section of their own; they still appear in the
   heading paths of their subsections.
+* HTML drops scripts, styles, navigation and page chrome (``header``/``footer``/``aside``; a
+  ``header`` inside ``article``/``main`` is kept, it holds the article's heading). Markdown is
+  rendered with markdown-it and read by the same HTML walker. List items and table rows become
+  lines of one paragraph; code blocks keep their line breaks.
+* PDF: one section per page with text (``page`` is the 1-based page number); an owner-password-only
+  PDF (empty user password) is read, any other encryption is a ``LoadError``.
 """
 
 from __future__ import annotations
@@ -24,21 +30,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
+from bs4.element import PreformattedString
+from markdown_it import MarkdownIt
+from pypdf import PdfReader
+
 from app.errors import KBError
 from ingest.documents import LoadedDocument, Section
 
 __all__ = ["SUPPORTED_FORMATS", "LoadError", "detect_format", "load_document"]
 
 SUPPORTED_FORMATS: Mapping[str, str] = MappingProxyType(
-    {
-        ".md": "markdown",
-        ".markdown": "markdown",
-        ".txt": "text",
-        ".text": "text",
-        ".html": "html",
-        ".htm": "html",
-        ".pdf": "pdf",
-    }
+    {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
+    | {".html": "html", ".htm": "html", ".pdf": "pdf"}
 )
 
 # pypdf logs a warning for every robustness fix it applies to a damaged file; during ingestion that
@@ -51,16 +55,17 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
 _SPACES = re.compile(r"\s+")
 _FRONT_MATTER_END = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
+_FRONT_MATTER_LINE = re.compile(r"[\w-]+[ \t]*:|[ \t#-]|$")
 _FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
 _HTML_DROPPED = frozenset(
-    {"script", "style", "nav", "noscript", "template", "svg", "iframe", "object", "canvas",
-     "head", "title", "aside", "header", "footer"}  # fmt: skip
+    "script style nav noscript template svg iframe object canvas head title aside header footer"
+    .split()
 )
 _HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
 _HTML_BLOCKS = frozenset(
-    {"p", "div", "section", "article", "main", "blockquote", "figure", "figcaption", "dl", "dt",
-     "dd", "address", "details", "summary", "form", "fieldset", "hr", "body", "html", "center"}  # fmt: skip
+    "p div section article main blockquote figure figcaption dl dt dd address details summary form"
+    " fieldset hr body html center li".split()
 )
 
 
@@ -86,7 +91,7 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
         return LoadedDocument(title=path.stem, format=fmt, sections=())
     if fmt == "pdf":
         return _load_pdf(path, data)
-    text = _decode(data, html=fmt == "html")
+    text = _decode(data)
     try:
         if fmt == "markdown":
             return _load_markdown(path, text)
@@ -99,20 +104,22 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
         raise LoadError(f"cannot parse {fmt}: {type(exc).__name__}: {exc}") from exc
 
 
+_READ_ERRORS = {
+    PermissionError: "permission denied",
+    FileNotFoundError: "file not found",
+    IsADirectoryError: "is a directory",
+}
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
-    except PermissionError as exc:
-        raise LoadError("permission denied") from exc
-    except FileNotFoundError as exc:
-        raise LoadError("file not found") from exc
-    except IsADirectoryError as exc:
-        raise LoadError("is a directory") from exc
     except OSError as exc:
-        raise LoadError(f"cannot read file: {exc.strerror or exc}") from exc
+        reason = _READ_ERRORS.get(type(exc), f"cannot read file: {exc.strerror or exc}")
+        raise LoadError(reason) from exc
 
 
-def _decode(data: bytes, *, html: bool) -> str:
+def _decode(data: bytes) -> str:
     """UTF-8 (BOM optional; UTF-16 only with a BOM) with newlines normalised to ``\\n``."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"  # a BOM is unambiguous, and Windows tools still write these
@@ -123,25 +130,10 @@ def _decode(data: bytes, *, html: bool) -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        text = _decode_declared_html(data) if html else None
-        if text is None:
-            raise LoadError("not valid UTF-8 text") from exc
+        raise LoadError("not valid UTF-8 text") from exc
     if "\x00" in text or len(_CONTROL_CHARS.findall(text)) > _CONTROL_SHARE * len(text):
         raise LoadError("binary content in a text file")
     return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _decode_declared_html(data: bytes) -> str | None:
-    """Older HTML pages declare a legacy charset in a ``<meta>``; honour it when it decodes."""
-    from bs4.dammit import EncodingDetector
-
-    declared = EncodingDetector.find_declared_encoding(data, is_html=True)
-    if not declared:
-        return None
-    try:
-        return data.decode(declared)
-    except (LookupError, UnicodeDecodeError):
-        return None
 
 
 class _SectionBuilder:
@@ -153,7 +145,7 @@ class _SectionBuilder:
         self._sections: list[Section] = []
 
     def heading(self, level: int, text: str) -> None:
-        text = _SPACES.sub(" ", text).strip()
+        text = _collapse(text)
         if not text:
             return  # an empty heading (icon, anchor) must not reset the path
         self._flush()
@@ -192,101 +184,29 @@ def _split_front_matter(text: str) -> tuple[str | None, str]:
     end = _FRONT_MATTER_END.search(text, pos=text.index("\n") + 1)
     if end is None:
         return None, text  # an unclosed block is a thematic break, not front matter
-    block = text[: end.start()]
+    block = text[text.index("\n") + 1 : end.start()]
+    if not all(_FRONT_MATTER_LINE.match(line) for line in block.split("\n")):
+        return None, text  # a thematic break over prose, not a YAML block
     title_match = _FRONT_MATTER_TITLE.search(block)
     title = title_match.group(1).strip("'\"").strip() if title_match else None
     return title or None, text[end.end() :]
 
 
 def _load_markdown(path: Path, text: str) -> LoadedDocument:
-    from markdown_it import MarkdownIt
-
-    front_title, body = _split_front_matter(text.lstrip("\ufeff"))
-    tokens = MarkdownIt("commonmark").enable(["table", "strikethrough"]).parse(body)
-    builder = _SectionBuilder()
-    first_h1: str | None = None
-    heading_level = 0
-    list_lines: list[str] = []
-    list_depth = 0
-    item_prefix = ""
-    cells: list[str] | None = None
-    table_lines: list[str] = []
-    for token in tokens:
-        kind = token.type
-        if kind == "heading_open":
-            heading_level = int(token.tag[1])
-        elif kind == "heading_close":
-            heading_level = 0
-        elif kind in ("bullet_list_open", "ordered_list_open"):
-            list_depth += 1
-        elif kind in ("bullet_list_close", "ordered_list_close"):
-            list_depth -= 1
-            if list_depth == 0:
-                builder.paragraph("\n".join(list_lines))
-                list_lines = []
-        elif kind == "list_item_open":
-            marker = f"{token.info}{token.markup} " if token.info else "- "
-            item_prefix = "  " * (list_depth - 1) + marker
-        elif kind == "tr_open":
-            cells = []
-        elif kind == "tr_close" and cells is not None:
-            table_lines.append(" | ".join(cells))
-            cells = None
-        elif kind == "table_close":
-            builder.paragraph("\n".join(table_lines))
-            table_lines = []
-        elif kind in ("fence", "code_block", "html_block"):
-            block = token.content.rstrip("\n") if kind != "html_block" else _html_fragment_text(token.content)
-            if list_depth:
-                indent = "  " * list_depth
-                list_lines.extend(indent + line for line in block.split("\n"))
-            else:
-                builder.paragraph(block)
-        elif kind == "inline":
-            content = _inline_text(token.children or [])
-            if heading_level:
-                builder.heading(heading_level, content)
-                if heading_level == 1 and first_h1 is None:
-                    first_h1 = _SPACES.sub(" ", content).strip() or None
-            elif cells is not None:
-                cells.append(_SPACES.sub(" ", content).strip())
-            elif list_depth:
-                # The first paragraph of an item carries its marker; later ones are indented.
-                list_lines.append(item_prefix + content if item_prefix else "  " * list_depth + content)
-                item_prefix = ""
-            else:
-                builder.paragraph(content)
-    title = front_title or first_h1 or path.stem
-    return LoadedDocument(title=title, format="markdown", sections=builder.sections())
-
-
-def _inline_text(children: list) -> str:
-    """Plain text of a markdown-it inline token: markup and inline HTML dropped, alt text kept."""
-    parts: list[str] = []
-    for child in children:
-        if child.type in ("text", "code_inline", "image"):
-            parts.append(child.content)
-        elif child.type == "softbreak":
-            parts.append(" ")  # a wrapped source line, not a break the author meant
-        elif child.type == "hardbreak":
-            parts.append("\n")
-    return "".join(parts)
-
-
-def _html_fragment_text(fragment: str) -> str:
-    from bs4 import BeautifulSoup
-
-    return _SPACES.sub(" ", BeautifulSoup(fragment, "html.parser").get_text(" ")).strip()
+    # Rendering to HTML and reading that back gives Markdown exactly the HTML rules (headings,
+    # lists, tables, code blocks, inline HTML) instead of a second, subtly different walker.
+    front_title, body = _split_front_matter(text)
+    html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(body)
+    rendered = _load_html(path, html)
+    title = front_title or rendered.title
+    return LoadedDocument(title=title, format="markdown", sections=rendered.sections)
 
 
 def _load_html(path: Path, text: str) -> LoadedDocument:
-    from bs4 import BeautifulSoup
-
     soup = BeautifulSoup(text, "html.parser")
-    title = _SPACES.sub(" ", soup.title.get_text(" ")).strip() if soup.title else ""
-    if not title:
-        h1 = soup.find("h1")
-        title = _SPACES.sub(" ", h1.get_text(" ")).strip() if h1 else ""
+    title = _collapse(soup.title.get_text(" ")) if soup.title else ""
+    if not title and (h1 := soup.find("h1")):
+        title = _collapse(h1.get_text(" "))
     for element in soup.find_all(_HTML_DROPPED):
         if element.decomposed:
             continue  # already gone with an ancestor
@@ -307,41 +227,33 @@ class _HtmlWalker:
         self._lines: list[str] = []
         self._list_depth = 0
 
-    def walk(self, root: object) -> None:
-        from bs4 import NavigableString, Tag
-        from bs4.element import PreformattedString
-
+    def walk(self, root: Tag) -> None:
         # An explicit stack: deeply nested pages must not hit the recursion limit.
-        stack: list[tuple[object, bool]] = [(root, True)]
+        stack: list[tuple[PageElement, bool]] = [(root, True)]
         while stack:
             node, entering = stack.pop()
-            if isinstance(node, PreformattedString):
-                continue  # comments, doctypes, processing instructions
             if isinstance(node, NavigableString):
-                self._inline.append(_SPACES.sub(" ", str(node)))
-                continue
-            if not isinstance(node, Tag):
-                continue
-            if not entering:
+                if not isinstance(node, PreformattedString):  # comments, doctypes
+                    self._inline.append(_SPACES.sub(" ", str(node)))
+            elif not entering:
                 self._leave(node.name)
-                continue
-            if self._enter(node):
+            elif isinstance(node, Tag) and self._enter(node):
                 stack.append((node, False))
                 stack.extend((child, True) for child in reversed(node.contents))
 
-    def _enter(self, tag: object) -> bool:
+    def _enter(self, tag: Tag) -> bool:
         """Handle an opening tag; True when its children should be walked."""
-        name = tag.name  # type: ignore[attr-defined]
+        name = tag.name
         if name in _HTML_HEADINGS:
             self._flush()
-            self._builder.heading(_HTML_HEADINGS[name], tag.get_text(" "))  # type: ignore[attr-defined]
+            self._builder.heading(_HTML_HEADINGS[name], tag.get_text(" "))
             return False
         if name == "br":
             self._inline.append("\n")
             return False
         if name == "pre":
             self._flush()
-            lines = [line.rstrip() for line in tag.get_text().split("\n")]  # type: ignore[attr-defined]
+            lines = [line.rstrip() for line in tag.get_text().split("\n")]
             self._emit("\n".join(lines).strip("\n"))
             return False
         if name == "table":
@@ -351,7 +263,7 @@ class _HtmlWalker:
         if name in ("ul", "ol"):
             self._flush()
             self._list_depth += 1
-        elif name == "li" or name in _HTML_BLOCKS:
+        elif name in _HTML_BLOCKS:
             self._flush()
         return True
 
@@ -362,11 +274,11 @@ class _HtmlWalker:
             if self._list_depth == 0 and self._lines:
                 self._builder.paragraph("\n".join(self._lines))
                 self._lines = []
-        elif name == "li" or name in _HTML_BLOCKS:
+        elif name in _HTML_BLOCKS:
             self._flush()
 
     def _flush(self) -> None:
-        lines = [_SPACES.sub(" ", line).strip() for line in "".join(self._inline).split("\n")]
+        lines = (_collapse(line) for line in "".join(self._inline).split("\n"))
         self._inline = []
         text = "\n".join(line for line in lines if line)
         if not text:
@@ -383,36 +295,32 @@ class _HtmlWalker:
             self._builder.paragraph(block)
 
 
-def _table_rows(table: object) -> Iterator[str]:
-    for row in table.find_all("tr"):  # type: ignore[attr-defined]
+def _table_rows(table: Tag) -> Iterator[str]:
+    for row in table.find_all("tr"):
         if row.find_parent("table") is not table:
             continue  # a nested table's rows are not this table's
-        cells = (_SPACES.sub(" ", cell.get_text(" ")).strip() for cell in row.find_all(("td", "th"), recursive=False))
-        line = " | ".join(cells)
+        cells = row.find_all(("td", "th"), recursive=False)
+        line = " | ".join(_collapse(cell.get_text(" ")) for cell in cells)
         if line.replace("|", "").strip():
             yield line
 
 
 def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
-    from pypdf import PdfReader
-
     # pypdf raises many exception types (and sometimes plain ValueError/KeyError) for damaged
-    # files; all of them mean the same thing to the user.
+    # files; all of them mean the same thing to the user. A PDF encrypted with an empty user
+    # password (owner-password-only, common for "no copying" PDFs) opens without one.
     try:
         reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise LoadError("corrupt or encrypted PDF: encrypted with a password")
-        metadata = reader.metadata
-        title = str(metadata.title or "").strip() if metadata else ""
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = _clean_pdf_text(page.extract_text() or "")
-            if text:
-                sections.append(Section(text=text, page=number))
-    except LoadError:
-        raise
+        locked = reader.is_encrypted and not reader.decrypt("")
+        if not locked:
+            metadata = reader.metadata
+            title = _collapse(str(metadata.title or "")) if metadata else ""
+            pages = [_clean_pdf_text(page.extract_text() or "") for page in reader.pages]
     except Exception as exc:
         raise LoadError(f"corrupt or encrypted PDF: {type(exc).__name__}: {exc}") from exc
+    if locked:
+        raise LoadError("corrupt or encrypted PDF: encrypted with a password")
+    sections = [Section(text=text, page=number) for number, text in enumerate(pages, 1) if text]
     if not sections:
         raise LoadError("PDF has no extractable text (scanned?)")
     return LoadedDocument(title=title or path.stem, format="pdf", sections=tuple(sections))
@@ -420,5 +328,9 @@ def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
 
 def _clean_pdf_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    lines = (_collapse(line) for line in text.split("\n"))
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _collapse(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()

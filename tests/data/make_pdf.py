@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["build_pdf"]
@@ -29,10 +30,10 @@ def _escape(line: str) -> str:
     return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def build_pdf(pages: list[list[str]] | tuple[tuple[str, ...], ...], title: str | None = None) -> bytes:
-    """A PDF with one page per entry, each line drawn in Helvetica; a page with no lines is blank."""
+def build_pdf(pages: Sequence[Sequence[str]], title: str | None = None) -> bytes:
+    """A PDF with one page per entry, each line drawn in Helvetica; no lines: a blank page."""
     objects: list[bytes] = [b"", b""]  # catalog and page tree are filled in once page ids are known
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     page_ids: list[int] = []
     for lines in pages:
         drawn = " T* ".join(f"({_escape(line)}) Tj" for line in lines)
