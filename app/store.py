@@ -7,7 +7,6 @@ and dimension that filled it; opening it with another model is refused.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,14 +121,10 @@ class QdrantStore:
             metadata={"embedding_model": model_name, "dimension": dimension, "lexical": LEXICAL_VERSION},
         )
         with warnings.catch_warnings():
-            # The embedded store has no payload indexes and says so; a server builds them.
-            warnings.simplefilter("ignore")
-            logging.getLogger("qdrant_client").disabled = True
-            try:
-                self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
-                self.client.create_payload_index(self.collection, "path_prefixes", models.PayloadSchemaType.KEYWORD)
-            finally:
-                logging.getLogger("qdrant_client").disabled = False
+            # The embedded store ignores payload indexes and warns so; a server builds them.
+            warnings.simplefilter("ignore", UserWarning)
+            self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
+            self.client.create_payload_index(self.collection, "path_prefixes", models.PayloadSchemaType.KEYWORD)
 
     def check_model(self, *, model_name: str, dimension: int) -> None:
         """Raise ``ModelMismatchError`` unless the collection was filled by this model."""
