@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -50,7 +50,11 @@ class AppCore(InitPluginProtocol):
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         settings = self.settings
-        app_config.route_handlers.extend([ask, live, ready])
+        # The body limit goes on a router: Litestar reads the app-level limit from its constructor
+        # argument (default 10 MB) and ignores ``AppConfig.request_max_body_size`` set by a plugin.
+        app_config.route_handlers.append(
+            Router("/", route_handlers=[ask, live, ready], request_max_body_size=settings.server.max_body_bytes)
+        )
         app_config.dependencies.update(
             {
                 "services": Provide(provide_services, sync_to_thread=False),
@@ -60,7 +64,6 @@ class AppCore(InitPluginProtocol):
         )
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
         app_config.middleware.insert(0, RequestIdMiddleware)
-        app_config.request_max_body_size = settings.server.max_body_bytes
         app_config.lifespan.append(self._lifespan)
         app_config.openapi_config = OpenAPIConfig(title="Knowledge base", version="0.1.0", path="/schema")
         return app_config

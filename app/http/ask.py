@@ -7,7 +7,9 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.exceptions import ClientException
 from litestar.response import Stream
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from app.http.request_id import request_id_of
 from app.http.sse import encode_event, with_heartbeats
@@ -33,6 +35,20 @@ class AskAnswer(msgspec.Struct, kw_only=True):
     error: ErrorEvent | None = None
 
 
+async def _require_json(request: Request[Any, Any, Any]) -> None:
+    """Refuse a body that is not declared as JSON, before it is read.
+
+    Litestar decodes the body as JSON whatever the declared type, so without this a form post or
+    ``text/plain`` whose bytes happen to be JSON would be answered as if it were well-formed.
+    """
+    media_type = request.content_type[0].lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ClientException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"content type must be application/json, got {media_type or 'none'!r}",
+        )
+
+
 @post(
     "/ask",
     summary="Answer a question from the knowledge base",
@@ -41,6 +57,7 @@ class AskAnswer(msgspec.Struct, kw_only=True):
         "`error`. With `\"stream\": false`, returns one JSON object instead."
     ),
     status_code=200,
+    before_request=_require_json,
 )
 async def ask(data: AskRequest, request: Request[Any, Any, Any], pipeline: AskPipeline, heartbeat_s: float) -> Response[Any]:
     valid = pipeline.validate(data)  # domain errors become 4xx before any byte is streamed

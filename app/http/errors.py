@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_422_UNPROCESSABLE_ENTITY,
@@ -52,7 +52,13 @@ def _domain(request: Request[Any, Any, Any], exc: KBError) -> Response[Any]:
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else []
-    messages = [item.get("message", "") for item in extra if isinstance(item, dict)]
+    # Name the field in the message itself ("top_k: Expected `int` >= 1"); msgspec's own text
+    # leaves it out, and "data" is Litestar's name for the body as a whole.
+    messages = [
+        f"{item['key']}: {item.get('message', '')}" if item.get("key") not in (None, "", "data") else item.get("message", "")
+        for item in extra
+        if isinstance(item, dict)
+    ]
     message = "; ".join(m for m in messages if m) or exc.detail
     if "JSON is malformed" in message or "malformed" in message.lower():
         code = "malformed_json"
@@ -66,8 +72,14 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail
+    # Litestar reports an undecodable body as a plain 400 ClientException raised from a
+    # SerializationException (msgspec's words: "Input data was truncated", ...), not as a
+    # ValidationException, so it is recognised here by its cause.
+    if isinstance(exc.__cause__, SerializationException):
+        code, message = "malformed_json", f"request body is malformed JSON: {exc.detail}"
     return Response(
-        error_body(code, exc.detail, request_id_of(request.scope)), status_code=exc.status_code, headers=exc.headers
+        error_body(code, message, request_id_of(request.scope)), status_code=exc.status_code, headers=exc.headers
     )
 
 

@@ -11,7 +11,7 @@ import structlog
 
 from app.config import PROJECT_ROOT
 from app.embedding import Embedder, SentenceTransformerEmbedder
-from app.errors import StoreLockedError, StoreUnavailableError
+from app.errors import ModelMismatchError, StoreLockedError, StoreUnavailableError
 from app.generation.base import ModelProvider
 from app.generation.registry import build_provider
 from app.pipeline import AskPipeline
@@ -80,15 +80,22 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     problem: str | None = None
     try:
         store = open_store(settings)
-        if store.exists():
-            store.check_model(model_name=embedder.model_name, dimension=embedder.dimension)
     except (StoreLockedError, StoreUnavailableError) as exc:
         problem = exc.message
         log.warning("store_unavailable_at_startup", problem=problem)
-        store = None
-    except Exception as exc:  # a server that does not answer: serve the fallback, report not ready
-        problem = f"vector store unreachable: {exc}"
-        log.warning("store_unavailable_at_startup", problem=problem)
+    if store is not None:
+        try:
+            if store.exists():
+                store.check_model(model_name=embedder.model_name, dimension=embedder.dimension)
+        except ModelMismatchError:
+            store.close()
+            raise  # a store filled by another model must fail start-up, not be served
+        except Exception as exc:
+            # A server that does not answer (yet): keep the client, so each request tries it
+            # again and reports what really happens (error, or timeout for a slow server);
+            # dropping it here would turn every later request into "error" until a probe reopens it.
+            problem = exc.message if isinstance(exc, StoreUnavailableError) else f"vector store unreachable: {exc}"
+            log.warning("store_unavailable_at_startup", problem=problem)
 
     # The embedded store is not thread-safe: one worker. A server takes a few concurrent calls.
     workers = 4 if settings.secrets.qdrant_url else 1

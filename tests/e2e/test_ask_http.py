@@ -1,0 +1,221 @@
+"""``POST /ask`` and the health and schema endpoints, over real HTTP, as the issue specifies them.
+
+One app (offline extractive answerer, real model, real embedded Qdrant holding
+``tests/data/mixed``) serves every test in this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from ingest.runner import doc_id_for
+from tests.e2e.sse import Stream, assert_event_grammar, read_stream
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+LINUX = "How do I install on Linux?"
+
+
+def ask_stream(client: httpx.Client, body: dict[str, Any], **kwargs: Any) -> tuple[httpx.Response, Stream]:
+    with client.stream("POST", "/ask", json=body, **kwargs) as response:
+        assert response.status_code == 200, response.read()
+        return response, read_stream(response)
+
+
+# --------------------------------------------------------------------------- streaming answer
+
+def test_a_question_streams_one_retrieval_then_deltas_then_one_done(client: httpx.Client) -> None:
+    response, stream = ask_stream(client, {"question": LINUX})
+
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert_event_grammar(stream.kinds)
+    assert "delta" in stream.kinds
+
+    retrieval = stream.one("retrieval")
+    assert retrieval["status"] == "ok"
+    assert isinstance(retrieval["took_ms"], (int, float)) and retrieval["took_ms"] >= 0
+    assert retrieval["sources"], "an answerable question found no sources"
+    for number, source in enumerate(retrieval["sources"], start=1):
+        assert {"id", "title", "source", "score", "snippet"} <= source.keys()
+        assert source["id"] == number  # the number the answer cites it by
+    assert retrieval["sources"][0]["source"] == "mixed/guide.md"  # the Linux section lives there
+
+    done = stream.one("done")
+    assert {"citations", "usage", "model", "prompt_version", "request_id", "timings_ms"} <= done.keys()
+    assert done["usage"]["input_tokens"] > 0 and done["usage"]["output_tokens"] > 0
+    assert done["model"] == "extractive-v1" and done["prompt_version"] == "v1"
+    assert done["request_id"] == response.headers["x-request-id"]
+    assert done["timings_ms"]["total"] >= done["timings_ms"]["retrieve"]
+    # The answer is grounded in the Linux section and cites only sources that were sent.
+    assert "virtual environment" in stream.answer
+    assert done["citations"] and set(done["citations"]) <= {s["id"] for s in retrieval["sources"]}
+
+
+def test_stream_false_returns_the_whole_answer_as_one_json_object(client: httpx.Client) -> None:
+    response = client.post("/ask", json={"question": LINUX, "stream": False})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["retrieval_status"] == "ok"
+    assert "virtual environment" in body["answer"]
+    assert body["sources"] and body["citations"]
+    assert set(body["citations"]) <= {s["id"] for s in body["sources"]}
+    assert body["usage"]["output_tokens"] > 0
+    assert body["timings_ms"]["total"] > 0
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body.get("error") is None
+
+
+def test_when_nothing_matches_the_answer_says_so_instead_of_inventing(client: httpx.Client) -> None:
+    body = client.post(
+        "/ask", json={"question": LINUX, "filters": {"source_prefix": "no/such/folder"}, "stream": False}
+    ).json()
+
+    assert body["retrieval_status"] == "empty"
+    assert body["sources"] == [] and body["citations"] == []
+    assert "nothing relevant" in body["answer"]
+
+
+# --------------------------------------------------------------------------- request options
+
+def test_source_prefix_filter_keeps_only_that_document(client: httpx.Client) -> None:
+    body = client.post(
+        "/ask",
+        json={"question": "When does the nightly ingestion job run?", "filters": {"source_prefix": "mixed/notes.txt"}, "stream": False},
+    ).json()
+
+    assert body["retrieval_status"] == "ok"
+    assert {s["source"] for s in body["sources"]} == {"mixed/notes.txt"}
+    assert "03:00 UTC" in body["answer"]
+
+
+def test_doc_ids_filter_keeps_only_those_documents(client: httpx.Client) -> None:
+    guide = doc_id_for("mixed/guide.md")
+    body = client.post("/ask", json={"question": "installation", "filters": {"doc_ids": [guide]}, "stream": False}).json()
+
+    assert body["sources"]
+    assert {s["source"] for s in body["sources"]} == {"mixed/guide.md"}
+
+
+def test_top_k_caps_the_number_of_sources(client: httpx.Client) -> None:
+    body = client.post("/ask", json={"question": LINUX, "top_k": 1, "stream": False}).json()
+
+    assert len(body["sources"]) == 1
+    assert body["citations"] == [1]
+
+
+# --------------------------------------------------------------------------- request id
+
+def test_a_sane_client_request_id_is_echoed_in_the_header_and_the_done_event(client: httpx.Client) -> None:
+    response, stream = ask_stream(client, {"question": LINUX}, headers={"X-Request-ID": "trace-42.a_b"})
+
+    assert response.headers["x-request-id"] == "trace-42.a_b"
+    assert stream.one("done")["request_id"] == "trace-42.a_b"
+
+
+@pytest.mark.parametrize("unsafe", ["has spaces", "x" * 65, "new\\nline", "<script>"])
+def test_an_unsafe_client_request_id_is_replaced(client: httpx.Client, unsafe: str) -> None:
+    response = client.post("/ask", json={"question": LINUX, "stream": False}, headers={"X-Request-ID": unsafe})
+
+    generated = response.headers["x-request-id"]
+    assert generated != unsafe and len(generated) == 32
+    assert response.json()["request_id"] == generated
+
+
+# --------------------------------------------------------------------------- bad input → 4xx JSON
+
+BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str, str]] = [
+    # (case, httpx request kwargs, status, error code, a word the message must contain)
+    ("truncated JSON", {"content": b'{"question": "hi"', "headers": {"content-type": "application/json"}}, 400, "malformed_json", "malformed"),
+    ("not JSON at all", {"content": b"question=hi", "headers": {"content-type": "application/json"}}, 400, "malformed_json", "malformed"),
+    ("body is not an object", {"json": ["How do I install?"]}, 400, "invalid_body", "object"),
+    ("missing question", {"json": {"top_k": 3}}, 400, "invalid_body", "question"),
+    ("question is not a string", {"json": {"question": 42}}, 400, "invalid_body", "question"),
+    ("empty question", {"json": {"question": ""}}, 400, "invalid_body", "question"),
+    ("whitespace question", {"json": {"question": " \n\t "}}, 422, "invalid_request", "empty"),
+    ("question over the token limit", {"json": {"question": "rotate " * 300}}, 422, "question_too_long", "tokens"),
+    ("question over the character limit", {"json": {"question": "a" * 20_001}}, 400, "invalid_body", "question"),
+    ("unknown top-level field", {"json": {"question": "hi", "mode": "fast"}}, 400, "invalid_body", "mode"),
+    ("unknown filter", {"json": {"question": "hi", "filters": {"author": "me"}}}, 400, "invalid_body", "author"),
+    ("doc_ids is not a list", {"json": {"question": "hi", "filters": {"doc_ids": "abc"}}}, 400, "invalid_body", "filters"),
+    ("empty source_prefix", {"json": {"question": "hi", "filters": {"source_prefix": "  "}}}, 422, "invalid_request", "source_prefix"),
+    ("top_k zero", {"json": {"question": "hi", "top_k": 0}}, 400, "invalid_body", "top_k"),
+    ("top_k above the configured maximum", {"json": {"question": "hi", "top_k": 21}}, 422, "invalid_request", "top_k"),
+    ("top_k not a number", {"json": {"question": "hi", "top_k": "five"}}, 400, "invalid_body", "top_k"),
+    ("top_k a fraction", {"json": {"question": "hi", "top_k": 2.5}}, 400, "invalid_body", "top_k"),
+    ("stream not a boolean", {"json": {"question": "hi", "stream": "yes"}}, 400, "invalid_body", "stream"),
+    ("text/plain body", {"content": b'{"question": "hi"}', "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type", "application/json"),
+    ("form body", {"data": {"question": "hi"}}, 415, "unsupported_media_type", "application/json"),
+]
+
+
+@pytest.mark.parametrize(("case", "request_kwargs", "status", "code", "mentions"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_input_gets_a_4xx_json_error_naming_the_problem(
+    client: httpx.Client, case: str, request_kwargs: dict[str, Any], status: int, code: str, mentions: str
+) -> None:
+    response = client.post("/ask", **request_kwargs)
+
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error"]["code"] == code
+    assert mentions.lower() in body["error"]["message"].lower(), body
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_an_oversized_body_is_refused_with_413(client: httpx.Client) -> None:
+    padding = "x" * 70_000  # above server.max_body_bytes (64 KiB), below the question's own limit checks
+    response = client.post("/ask", json={"question": "hi", "pad": padding})
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_an_oversized_chunked_body_is_refused_with_413(client: httpx.Client) -> None:
+    """Without a content-length the limit is enforced on the bytes actually received."""
+
+    def chunks():  # a generator body is sent with transfer-encoding: chunked
+        yield b'{"question": "hi", "pad": "'
+        for _ in range(20):
+            yield b"x" * 4096
+        yield b'"}'
+
+    response = client.post("/ask", content=chunks(), headers={"content-type": "application/json"})
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_ask_only_accepts_post(client: httpx.Client) -> None:
+    response = client.get("/ask")
+
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+# --------------------------------------------------------------------------- health and schema
+
+def test_live_and_ready_when_the_model_is_loaded_and_the_store_is_open(client: httpx.Client) -> None:
+    assert client.get("/health/live").status_code == 200
+
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready" and ready.json()["reasons"] == []
+
+
+def test_openapi_schema_describes_ask(client: httpx.Client) -> None:
+    schema = client.get("/schema/openapi.json")
+
+    assert schema.status_code == 200
+    operation = schema.json()["paths"]["/ask"]["post"]
+    assert "requestBody" in operation
+    components = schema.json()["components"]["schemas"]
+    ask_request = next(v for k, v in components.items() if k.endswith("AskRequest"))
+    assert {"question", "filters", "top_k", "stream"} <= ask_request["properties"].keys()
+    assert ask_request["required"] == ["question"]
