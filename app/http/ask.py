@@ -8,6 +8,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.exceptions import ClientException
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
@@ -59,7 +61,12 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
     status_code=200,
     before_request=_require_json,
 )
-async def ask(data: AskRequest, request: Request[Any, Any, Any], pipeline: AskPipeline, heartbeat_s: float) -> Response[Any]:
+async def ask(
+    data: JSONBody[AskRequest],
+    request: Request[Any, Any, Any],
+    pipeline: NamedDependency[AskPipeline],
+    heartbeat_s: NamedDependency[float],
+) -> Response[Any]:
     valid = pipeline.validate(data)  # domain errors become 4xx before any byte is streamed
     request_id = request_id_of(request.scope)
     events = pipeline.run(valid, request_id=request_id)

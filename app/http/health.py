@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import get
+from litestar.di import NamedDependency
 from litestar.response import Response
 
 from app.http.services import Services
@@ -18,7 +19,7 @@ def live() -> dict[str, str]:
 
 
 @get("/health/ready", summary="Model loaded and store reachable; 503 with reasons otherwise")
-async def ready(services: Services) -> Response[dict[str, Any]]:
+async def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     problems: list[str] = []
     store_problem = await services.ensure_store()
     if store_problem:
