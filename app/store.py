@@ -73,6 +73,9 @@ def open_store(settings: Settings) -> QdrantStore:
                 url=secrets.qdrant_url,
                 api_key=secrets.qdrant_api_key,
                 timeout=int(max(1, round(settings.store.timeout_s))),
+                # The version probe is a blocking request inside the constructor: with the server
+                # down it stalls start-up. Reachability is what /health/ready reports instead.
+                check_compatibility=False,
             )
         except Exception as exc:
             raise StoreUnavailableError(f"cannot connect to Qdrant at {secrets.qdrant_url}: {exc}") from exc
