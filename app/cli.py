@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from app.evaluation.command import eval_command
 from ingest.command import ingest_command
 
 __all__ = ["cli", "main"]
@@ -18,6 +19,7 @@ def cli() -> None:
 
 
 cli.add_command(ingest_command)
+cli.add_command(eval_command)
 
 
 @cli.command("serve")
@@ -94,4 +96,5 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cli()
