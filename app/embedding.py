@@ -96,8 +96,11 @@ class SentenceTransformerEmbedder:
         return vectors.astype(np.float32, copy=False)
 
     def count(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
+        # verbose=False: counting a long section is the point here, not a model-input overflow.
+        return len(self._tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"])
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
-        encoded = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False)
+        encoded = self._tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False
+        )
         return [tuple(span) for span in encoded["offset_mapping"]]
