@@ -1,5 +1,12 @@
 """Retrieve: embed the question, search dense + lexical, fuse; with a timeout and a status.
 
+Hybrid search is one Qdrant ``query_batch_points`` call (dense top ``candidates`` and BM25 top
+``candidates``, each hit with its vector), the same request on the embedded store and on a server.
+Fusion (``app.fusion``) weighs the two by how well the embedding model reads the query and its top
+candidates. Rescoring the union with the sparse query (``prefetch``) would give dense-only hits
+their true BM25 instead of 0; it measured no better and tripled the embedded store's search time
+(docs/evaluation.md).
+
 Retrieval never fails a request. Its outcome is a ``RetrievalResult`` whose status is ``ok``,
 ``empty`` (nothing came back), ``timeout`` or ``error``; on anything but ``ok`` the pipeline goes
 on with an empty context and the prompt says why.
@@ -17,13 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import msgspec
+
 from app.embedding import Embedder
-from app.fusion import fuse
+from app.fusion import dense_weight_for, fuse, has_identifier, tokens_per_word
 from app.generation.base import RetrievalStatus
 from app.lexical import LexicalEncoder
 from app.records import ScoredChunk
 from app.settings import RetrievalSettings
-from app.store import QdrantStore, filter_for
+from app.store import QdrantStore, SearchHit, filter_for
 
 __all__ = ["RetrievalFilters", "RetrievalResult", "Retriever", "RetrieverMode"]
 
@@ -112,9 +120,36 @@ class Retriever:
         dense_hits, lexical_hits = self.store.search(dense=query_vector, sparse=sparse, limit=limit, query_filter=query_filter)
         t2 = time.perf_counter()
         timings["search"] = (t2 - t1) * 1000
-        fused = fuse(dense_hits, lexical_hits, query_vector, dense_weight=self.settings.dense_weight)
+        fused = fuse(
+            dense_hits, lexical_hits, query_vector,
+            dense_weight=self._dense_weight(question, dense_hits, lexical_hits),
+            feedback_docs=self.settings.feedback_docs, feedback_weight=self.settings.feedback_weight,
+            # Only the best ``limit`` go on: the union's tail (up to ``limit`` more) is what
+            # neither retriever rated, and a long weak tail compresses the min-max relevance
+            # the ranking stage's MMR works with.
+            limit=limit,
+        )
         timings["fuse"] = (time.perf_counter() - t2) * 1000
         return fused, timings
+
+    def _dense_weight(self, question: str, dense_hits: list[SearchHit], lexical_hits: list[SearchHit]) -> float:
+        """The fusion weight for this question: lower where the model shreds the text into pieces.
+
+        A question that names an identifier (error code, version, symbol) gets the opaque weight
+        outright: exact match is what its asker wants. Otherwise the query alone is too short to judge (a rare English word splits as much as a German
+        one), so the top three candidates of each retriever are read too: that is the text the
+        model would have to have understood. Costs one tokenizer pass over ~7 short texts.
+        """
+        s = self.settings
+        if not dense_hits or not lexical_hits or s.dense_weight == s.opaque_dense_weight:
+            return s.dense_weight
+        if has_identifier(question):
+            return s.opaque_dense_weight
+        texts = [question, *(hit.record.embedding_text() for hit in (*dense_hits[:3], *lexical_hits[:3]))]
+        return dense_weight_for(
+            tokens_per_word(texts, self.embedder.count), readable=s.readable_tokens_per_word,
+            opaque=s.opaque_tokens_per_word, readable_weight=s.dense_weight, opaque_weight=s.opaque_dense_weight,
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

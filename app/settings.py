@@ -109,8 +109,30 @@ class RetrievalSettings(_Section):
     """Minimum dense cosine similarity for a chunk to count as relevant (lexical-only hits are
     judged by the fused score instead)."""
 
-    dense_weight: UnitFloat = 0.7
-    """Weight of the dense retriever in fusion; the lexical retriever gets the rest."""
+    dense_weight: UnitFloat = 0.9
+    """Weight of the dense retriever in hybrid fusion when the embedding model reads the query and
+    its top candidates well (English prose); the lexical retriever gets the rest. Measured in
+    docs/evaluation.md: on English sets BM25 adds little, so it mostly breaks ties."""
+
+    opaque_dense_weight: UnitFloat = 0.2
+    """Dense weight when the text is opaque to the embedding model (other languages, codes, product
+    names) or the question names an identifier (E6305, x86_64), where BM25 is the reliable
+    retriever. Set it equal to ``dense_weight`` to turn query-dependent weighting off."""
+
+    readable_tokens_per_word: Annotated[float, Meta(ge=1.0, le=10.0)] = 1.5
+    """Model tokens per word of the query and its top candidates up to which the text counts as
+    readable (English prose: ~1.3). Between this and ``opaque_tokens_per_word`` the dense weight
+    moves linearly from ``dense_weight`` to ``opaque_dense_weight``."""
+
+    opaque_tokens_per_word: Annotated[float, Meta(ge=1.0, le=10.0)] = 2.0
+    """Model tokens per word from which the text counts as opaque (German prose: ~2.4)."""
+
+    feedback_docs: Annotated[int, Meta(ge=0, le=50)] = 5
+    """Pseudo-relevance feedback: the best this many first-pass fused candidates form a mean vector
+    that expands the query on the dense side. 0 turns feedback off. Hybrid mode only."""
+
+    feedback_weight: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.5
+    """Weight of a candidate's cosine to that mean vector, added to its cosine to the query."""
 
 
 class RankingSettings(_Section):

@@ -1,4 +1,8 @@
-"""Retrieval and answer evaluation: metrics and data-set readers (pure; no service calls)."""
+"""Retrieval and answer evaluation: metrics, data-set readers, and the run that ties them to the service.
+
+Metrics and readers are pure. The run (``EvalSession`` and its reports, in ``runner``) builds the
+whole service, so it is imported on first use: importing the metrics stays cheap.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +30,14 @@ from app.evaluation.metrics import (
     token_f1,
 )
 
+_RUNNER_EXPORTS = frozenset({"EvalSession", "QAReport", "RankingMetrics", "RetrievalReport", "eval_settings"})
+
 __all__ = [
     "BeirDataset",
+    "EvalSession",
+    "QAReport",
+    "RankingMetrics",
+    "RetrievalReport",
     "CorpusEntry",
     "DatasetError",
     "LatencySummary",
@@ -36,6 +46,7 @@ __all__ = [
     "answer_in_texts",
     "answer_recall_at_k",
     "detect_dataset_kind",
+    "eval_settings",
     "exact_match",
     "load_beir",
     "load_qa",
@@ -47,3 +58,11 @@ __all__ = [
     "summarize",
     "token_f1",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _RUNNER_EXPORTS:
+        from app.evaluation import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,278 @@
+"""An evaluation run: ingest a data set into a throwaway store, ask it through the service's path.
+
+Nothing here re-implements retrieval. ``EvalSession`` builds the service objects with
+``build_services`` (the ones ``kb serve`` builds), ingests through ``Ingestor``, and asks each
+question through ``Retriever.search`` (the function ``/ask`` runs under its timeout) and
+``AskPipeline.select_context`` (the ranking stage ``/ask`` runs). The timeout wrapper is left out
+on purpose: on a busy 2-core machine it would turn slow queries into empty results and make the
+figures depend on load.
+
+Two settings differ from the service's, both so the figures measure ranking and not plumbing:
+
+* the store is an embedded one in a throwaway folder with its own collection, never the
+  configured one (``QDRANT_URL`` is ignored), and generation is the offline extractive answerer;
+* for BEIR runs the context budget is lifted so that the ``k`` best chunks are all kept:
+  document-ranking metrics should not depend on how many tokens a prompt may hold. QA runs keep
+  the configured budget, since answer-recall is about what would reach the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from app.embedding import Embedder
+from app.errors import KBError
+from app.evaluation.datasets import QA_DOCS, BeirDataset, QAItem
+from app.evaluation.metrics import (
+    LatencySummary,
+    answer_recall_at_k,
+    exact_match,
+    mean,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    summarize,
+    token_f1,
+)
+from app.http.services import Services, build_services
+from app.pipeline import AskRequest, DeltaEvent
+from app.records import ScoredChunk
+from app.retrieval import RetrieverMode
+from app.settings import Settings
+from ingest.documents import LoadedDocument, Section
+from ingest.report import IngestReport
+from ingest.runner import IngestItem, Ingestor
+
+__all__ = [
+    "ANSWER_KS",
+    "MODES",
+    "STAGES",
+    "EvalSession",
+    "QAReport",
+    "RankingMetrics",
+    "RetrievalReport",
+    "beir_items",
+    "eval_settings",
+]
+
+MODES: tuple[RetrieverMode, ...] = ("dense", "lexical", "hybrid")
+STAGES = ("embed", "search", "fuse", "rank", "total")
+"""Per-query latency stages: model, store round trip, fusion, ranking (rank + budget), sum."""
+ANSWER_KS = (1, 3, 5, 10)
+_UNBOUNDED_CONTEXT = 200_000
+
+
+class RankingMetrics(msgspec.Struct, kw_only=True):
+    ndcg_at_10: float = msgspec.field(name="ndcg@10")
+    recall_at_10: float = msgspec.field(name="recall@10")
+    mrr_at_10: float = msgspec.field(name="mrr@10")
+
+
+class RetrievalReport(msgspec.Struct, kw_only=True):
+    """Ranking quality of one retriever mode on a BEIR set (the metrics of the chunks /ask keeps)."""
+
+    dataset: str
+    kind: Literal["beir"] = "beir"
+    mode: str
+    queries: int
+    corpus: int
+    chunks: int
+    ndcg_at_10: float = msgspec.field(name="ndcg@10")
+    recall_at_10: float = msgspec.field(name="recall@10")
+    mrr_at_10: float = msgspec.field(name="mrr@10")
+    fused: RankingMetrics
+    """The same metrics on the fused candidate order, before the ranking stage (relevance floor,
+    duplicate removal, MMR): what retrieval alone achieves, comparable with BEIR figures."""
+    latency_ms: dict[str, LatencySummary]
+    per_query: dict[str, float] = msgspec.field(default_factory=dict)
+    """query id → nDCG@10 after ranking, for paired comparisons between modes."""
+
+
+class QAReport(msgspec.Struct, kw_only=True):
+    """Answer quality of one retriever mode on a QA set."""
+
+    dataset: str
+    kind: Literal["qa"] = "qa"
+    mode: str
+    queries: int
+    chunks: int
+    answer_recall: dict[str, float]
+    """``"@k"`` → share of questions with a gold answer in the top-k chunks of the prompt."""
+    provider: str
+    exact_match: float
+    token_f1: float
+    latency_ms: dict[str, LatencySummary]
+
+
+def eval_settings(base: Settings, data_dir: Path, name: str) -> Settings:
+    """``base`` pointed at a throwaway embedded store, with the offline answerer."""
+    collection = "eval-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:59] or "set")
+    return msgspec.structs.replace(
+        base,
+        data_dir=str(data_dir),
+        store=msgspec.structs.replace(base.store, collection=collection),
+        generation=msgspec.structs.replace(base.generation, provider="extractive"),
+        # Never evaluate against (or write into) a shared server by accident.
+        secrets=msgspec.structs.replace(base.secrets, qdrant_url=None, qdrant_api_key=None),
+    )
+
+
+def beir_items(dataset: BeirDataset) -> list[IngestItem]:
+    """One document per corpus entry; its source is the corpus id, its title the entry's title."""
+
+    def item(entry_id: str, title: str, text: str) -> IngestItem:
+        document = LoadedDocument(title=title, format="text", sections=(Section(text=text),))
+        return IngestItem(source=entry_id, content=f"{title}\n{text}".encode(), load=lambda: document)
+
+    return [item(e.id, e.title, e.text) for e in dataset.corpus]
+
+
+class EvalSession:
+    """The service's objects over one throwaway store; ingest once, evaluate several modes."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.services: Services = build_services(settings, embedder=embedder)
+        if self.services.store is None:
+            raise RuntimeError(self.services.store_problem or "evaluation store could not be opened")
+        self.chunks = 0
+
+    def __enter__(self) -> EvalSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        asyncio.run(self.services.aclose())
+
+    # -- ingestion ------------------------------------------------------------------------
+
+    def _ingestor(self) -> Ingestor:
+        store = self.services.store
+        assert store is not None
+        return Ingestor(store, self.services.embedder, chunking=self.settings.chunking, ingest=self.settings.ingest)
+
+    def ingest_beir(self, dataset: BeirDataset) -> IngestReport:
+        report = self._ingestor().ingest_items(beir_items(dataset))
+        self.chunks = self.services.store.count() if self.services.store else 0
+        return report
+
+    def ingest_folder(self, folder: Path) -> IngestReport:
+        report = self._ingestor().ingest_paths([folder / QA_DOCS])
+        self.chunks = self.services.store.count() if self.services.store else 0
+        return report
+
+    # -- one question ---------------------------------------------------------------------
+
+    def ask(
+        self, question: str, mode: RetrieverMode, top_k: int
+    ) -> tuple[list[ScoredChunk], list[ScoredChunk], dict[str, float]]:
+        """Fused candidates, the chunks that would reach the prompt, and per-stage milliseconds."""
+        candidates, timings = self.services.retriever.search(question, None, None, mode)
+        mark = time.perf_counter()
+        context = self.services.pipeline.select_context(candidates, top_k)
+        timings["rank"] = (time.perf_counter() - mark) * 1000
+        timings["total"] = sum(timings.get(stage, 0.0) for stage in STAGES[:-1])
+        return candidates, context, timings
+
+    def _with_mode(self, mode: RetrieverMode) -> None:
+        # retrieve() (used by the QA answers) reads the mode from its settings.
+        retriever = self.services.retriever
+        retriever.settings = msgspec.structs.replace(retriever.settings, mode=mode)
+        self.services.pipeline.retrieval_settings = retriever.settings
+
+    # -- BEIR -----------------------------------------------------------------------------
+
+    def evaluate_beir(self, dataset: BeirDataset, mode: RetrieverMode, *, k: int = 10) -> RetrievalReport:
+        """nDCG, recall and MRR at ``k`` over distinct documents, plus per-stage latency."""
+        self._with_mode(mode)
+        pipeline = self.services.pipeline
+        configured = pipeline.ranking_settings
+        pipeline.ranking_settings = msgspec.structs.replace(configured, context_tokens=_UNBOUNDED_CONTEXT)
+        final: list[tuple[float, float, float]] = []
+        fused: list[tuple[float, float, float]] = []
+        timings: list[dict[str, float]] = []
+        try:
+            for query in dataset.queries:
+                candidates, context, took = self.ask(query.text, mode, k)
+                judged = dataset.qrels[query.id]
+                # ChunkRecord.source is the corpus id; metrics drop repeats of one document.
+                final.append(_scores([chunk.record.source for chunk in context], judged, k))
+                fused.append(_scores([chunk.record.source for chunk in candidates], judged, k))
+                timings.append(took)
+        finally:
+            pipeline.ranking_settings = configured
+        kept = _means(final)
+        return RetrievalReport(
+            dataset=dataset.name, mode=mode, queries=len(dataset.queries), corpus=len(dataset.corpus),
+            chunks=self.chunks, ndcg_at_10=kept.ndcg_at_10, recall_at_10=kept.recall_at_10,
+            mrr_at_10=kept.mrr_at_10, fused=_means(fused), latency_ms=_latency(timings),
+            per_query={q.id: round(row[0], 4) for q, row in zip(dataset.queries, final, strict=True)},
+        )
+
+    # -- QA -------------------------------------------------------------------------------
+
+    def evaluate_qa(self, name: str, items: Sequence[QAItem], mode: RetrieverMode) -> QAReport:
+        """Answer-recall@k of the prompt's chunks, and EM / F1 of the extractive answerer."""
+        self._with_mode(mode)
+        top = max(ANSWER_KS)
+        recall: dict[int, list[float]] = {k: [] for k in ANSWER_KS}
+        timings: list[dict[str, float]] = []
+        for item in items:
+            _, context, took = self.ask(item.question, mode, top)
+            texts = [chunk.record.text for chunk in context]
+            for k in ANSWER_KS:
+                recall[k].append(answer_recall_at_k(item.answers, texts, k))
+            timings.append(took)
+        answers = asyncio.run(self._answers([item.question for item in items]))
+        return QAReport(
+            dataset=name, mode=mode, queries=len(items), chunks=self.chunks,
+            answer_recall={f"@{k}": round(mean(v), 4) for k, v in recall.items()},
+            provider=self.services.provider.name,
+            exact_match=round(mean([exact_match(a, i.answers) for a, i in zip(answers, items, strict=True)]), 4),
+            token_f1=round(mean([token_f1(a, i.answers) for a, i in zip(answers, items, strict=True)]), 4),
+            latency_ms=_latency(timings),
+        )
+
+    async def _answers(self, questions: Sequence[str]) -> list[str]:
+        """The full /ask pipeline's answer text for each question (default top_k and budget)."""
+        pipeline = self.services.pipeline
+        answers: list[str] = []
+        for question in questions:
+            try:
+                valid = pipeline.validate(AskRequest(question=question, stream=False))
+            except KBError:
+                answers.append("")  # /ask would refuse it (too long): no answer, scored as such
+                continue
+            parts = [event.text async for event in pipeline.run(valid) if isinstance(event, DeltaEvent)]
+            answers.append("".join(parts))
+        return answers
+
+
+def _scores(ranked: list[str], judged: dict[str, int], k: int) -> tuple[float, float, float]:
+    return ndcg_at_k(ranked, judged, k), recall_at_k(ranked, judged, k), mrr_at_k(ranked, judged, k)
+
+
+def _means(rows: Sequence[tuple[float, float, float]]) -> RankingMetrics:
+    ndcg, recall, mrr = (round(mean([row[i] for row in rows]), 4) for i in range(3))
+    return RankingMetrics(ndcg_at_10=ndcg, recall_at_10=recall, mrr_at_10=mrr)
+
+
+def _latency(timings: Sequence[dict[str, float]]) -> dict[str, LatencySummary]:
+    out: dict[str, LatencySummary] = {}
+    for stage in STAGES:
+        values = [t[stage] for t in timings if stage in t]
+        if values:
+            summary = summarize(values)
+            out[stage] = LatencySummary(
+                p50=round(summary.p50, 3), p95=round(summary.p95, 3), mean=round(summary.mean, 3), n=summary.n
+            )
+    return out

@@ -1,0 +1,60 @@
+"""Latency of retrieval per stage on a real BEIR set, through the service's own path.
+
+Ingests DATASET_DIR once (or reuses ``--keep-data``), then asks every judged query ``--repeat``
+times in each mode and prints p50/p95 per stage. "ranking" is what comes after the store answers:
+fusion (weights, feedback) plus the ranking stage (floor, de-duplication, MMR, budget). Budget:
+ranking p50 < 5 ms on 5,000 passages.
+
+Usage: .venv/bin/python bench/bench_retrieval.py /work/shared/datasets/msmarco \
+           --keep-data /tmp/kb-bench/msmarco [--repeat 3] [--modes dense,lexical,hybrid]
+
+Not a test: timings depend on the machine and its load, so nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.config import load_settings  # noqa: E402
+from app.evaluation import load_beir, percentile  # noqa: E402
+from app.evaluation.runner import EvalSession, eval_settings  # noqa: E402
+
+__all__: list[str] = []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--keep-data", type=Path, required=True, help="store folder (reused when present)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--modes", default="dense,lexical,hybrid")
+    args = parser.parse_args()
+
+    dataset = load_beir(args.dataset)
+    settings = eval_settings(load_settings(), args.keep_data, dataset.name)
+    with EvalSession(settings) as session:
+        report = session.ingest_beir(dataset)
+        print(f"{dataset.name}: {len(dataset.corpus)} passages, {session.chunks} chunks "
+              f"(ingest {report.seconds:.0f} s, {report.unchanged} unchanged)")
+        print(f"{'mode':8s} {'embed':>13s} {'search':>13s} {'fuse':>13s} {'rank':>13s} {'ranking':>13s}   (p50/p95 ms)")
+        for mode in args.modes.split(","):
+            stages: dict[str, list[float]] = {"embed": [], "search": [], "fuse": [], "rank": [], "ranking": []}
+            for _ in range(args.repeat):
+                for query in dataset.queries:
+                    _, _, took = session.ask(query.text, mode, 10)
+                    for stage in ("embed", "search", "fuse", "rank"):
+                        stages[stage].append(took[stage])
+                    stages["ranking"].append(took["fuse"] + took["rank"])
+            cells = [f"{percentile(v, 50):6.2f}/{percentile(v, 95):6.2f}" for v in stages.values()]
+            print(f"{mode:8s} " + " ".join(f"{c:>13s}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()
