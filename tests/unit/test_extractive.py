@@ -9,26 +9,16 @@ import pytest
 from app.generation.base import Message, ModelProvider, Prompt, RetrievalStatus, TextDelta, Usage
 from app.generation.extractive import ExtractiveProvider
 from app.postprocess import extract_citations
-from app.records import ChunkRecord, ScoredChunk
+from app.records import ScoredChunk
 from app.settings import GenerationSettings
 from app.tokens import ClaudeTokenEstimate
+from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit
 
 
 def chunk(n: int, title: str, text: str) -> ScoredChunk:
-    record = ChunkRecord(
-        point_id=f"p{n}",
-        doc_id=f"d{n}",
-        source=f"/kb/{title.lower().replace(' ', '-')}.md",
-        title=title,
-        chunk_index=0,
-        chunk_count=1,
-        text=text,
-        doc_hash="h",
-        text_hash=f"t{n}",
-        ingested_at="2024-01-01T00:00:00Z",
-    )
+    record = chunk_record(f"p{n}", text=text, title=title, source=f"/kb/{title.lower().replace(' ', '-')}.md")
     return ScoredChunk(record=record, score=1.0 - n / 10)
 
 

@@ -20,8 +20,9 @@ from app.prompting import (
     render_documents,
 )
 from app.ranking import fit_to_budget
-from app.records import ChunkRecord, ScoredChunk
+from app.records import ScoredChunk
 from app.tokens import ClaudeTokenEstimate
+from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit
 
@@ -31,18 +32,9 @@ PROMPTS = PROJECT_ROOT / "prompts"
 def chunk(
     n: int, text: str, *, title: str | None = None, heading: tuple[str, ...] = ()
 ) -> ScoredChunk:
-    record = ChunkRecord(
-        point_id=f"p{n}",
-        doc_id=f"d{n}",
-        source=f"/kb/doc{n}.md",
-        title=title if title is not None else f"Doc {n}",
+    record = chunk_record(
+        f"p{n}", text=text, title=title if title is not None else f"Doc {n}", source=f"/kb/doc{n}.md",
         heading_path=heading,
-        chunk_index=0,
-        chunk_count=1,
-        text=text,
-        doc_hash="h",
-        text_hash=f"t{n}",
-        ingested_at="2024-01-01T00:00:00Z",
     )
     return ScoredChunk(record=record, score=1.0 - n / 10)
 

@@ -8,8 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from app.ranking import fit_to_budget, rank, split_sentences
-from app.records import ChunkRecord, ScoredChunk
+from app.records import ScoredChunk
 from app.tokens import ClaudeTokenEstimate
+from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit
 
@@ -25,17 +26,9 @@ def chunk(
     vector: tuple[float, ...] | None = None,
     text: str | None = None,
 ) -> ScoredChunk:
-    record = ChunkRecord(
-        point_id=name,
-        doc_id=f"doc-{name}",
-        source=f"/kb/{name}.md",
-        title=name.title(),
-        chunk_index=0,
-        chunk_count=1,
-        text=text if text is not None else f"Distinct text about {name} number {score}.",
-        doc_hash="h",
-        text_hash=f"t-{name}",
-        ingested_at="2024-01-01T00:00:00Z",
+    record = chunk_record(
+        name, text=text if text is not None else f"Distinct text about {name} number {score}.",
+        title=name.title(), source=f"/kb/{name}.md",
     )
     return ScoredChunk(
         record=record, score=score, dense_score=dense, lexical_score=lexical, vector=vector
