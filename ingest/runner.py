@@ -124,8 +124,8 @@ class Ingestor:
             report.failed.append(FailedFile(root, "no such file or folder"))
         report.unsupported = found.unsupported
         report.files_seen = len(found.files) + len(found.unsupported)
-        oversized = [f for f in found.files if _size(f.path) > self.settings.max_file_bytes]
-        for f in oversized:
+        oversized = {f for f in found.files if _size(f.path) > self.settings.max_file_bytes}
+        for f in sorted(oversized, key=lambda f: f.source):
             report.failed.append(FailedFile(f.source, f"larger than ingest.max_file_bytes ({self.settings.max_file_bytes})"))
         items = file_items(((f.path, f.source) for f in found.files if f not in oversized), report)
         prune_roots = [r.resolve() for r in roots if r.exists()] if prune else []

@@ -179,3 +179,13 @@ def test_cli_fails_at_once_when_the_embedded_store_is_held(corpus: Path, tmp_pat
     assert result.exit_code != 0
     assert "in use by another process" in result.output
     assert "QDRANT_URL" in result.output
+
+
+def test_oversized_file_is_reported_and_the_rest_ingested(corpus: Path, store, embedder, settings) -> None:
+    small_limit = msgspec.structs.replace(settings.ingest, max_file_bytes=1024)
+    (corpus / "huge.txt").write_text("word " * 1000)
+    report = Ingestor(store, embedder, chunking=settings.chunking, ingest=small_limit).ingest_paths([corpus])
+    failed = {f.path: f.reason for f in report.failed}
+    assert "larger than ingest.max_file_bytes" in failed["kb-docs/huge.txt"]
+    assert (corpus / "notes.txt").stat().st_size < 1024
+    assert doc_id_for("kb-docs/notes.txt") in store.document_states()
