@@ -120,9 +120,10 @@ class Retriever:
         dense_hits, lexical_hits = self.store.search(dense=query_vector, sparse=sparse, limit=limit, query_filter=query_filter)
         t2 = time.perf_counter()
         timings["search"] = (t2 - t1) * 1000
+        dense_weight = self._dense_weight(question, dense_hits, lexical_hits)
         fused = fuse(
             dense_hits, lexical_hits, query_vector,
-            dense_weight=self._dense_weight(question, dense_hits, lexical_hits),
+            dense_weight=dense_weight,
             feedback_docs=self.settings.feedback_docs, feedback_weight=self.settings.feedback_weight,
             # Only the best ``limit`` go on: the union's tail (up to ``limit`` more) is what
             # neither retriever rated, and a long weak tail compresses the min-max relevance
@@ -130,7 +131,16 @@ class Retriever:
             limit=limit,
         )
         timings["fuse"] = (time.perf_counter() - t2) * 1000
-        return fused, timings
+        # Lexical evidence alone vouches for a chunk only where the model cannot read the text
+        # (or there is no dense side): on readable text a shared common word ("service") is no
+        # sign of relevance, and the dense cosine is the better judge.
+        trust_lexical = mode == "lexical" or dense_weight < self.settings.dense_weight
+        return [c for c in fused if self._relevant(c, trust_lexical)], timings
+
+    def _relevant(self, chunk: ScoredChunk, trust_lexical: bool) -> bool:
+        if chunk.dense_score is not None and chunk.dense_score >= self.settings.relevance_floor:
+            return True
+        return trust_lexical and chunk.lexical_score is not None and chunk.lexical_score > 0.0
 
     def _dense_weight(self, question: str, dense_hits: list[SearchHit], lexical_hits: list[SearchHit]) -> float:
         """The fusion weight for this question: lower where the model shreds the text into pieces.

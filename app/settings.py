@@ -106,8 +106,11 @@ class RetrievalSettings(_Section):
     """Budget for embedding the question and searching the store. Past it the status is timeout."""
 
     relevance_floor: Annotated[float, Meta(ge=-1.0, le=1.0)] = 0.15
-    """Minimum dense cosine similarity for a chunk to count as relevant (lexical-only hits are
-    judged by the fused score instead)."""
+    """Minimum dense cosine similarity for a chunk to count as relevant. Below it a chunk counts
+    only as a lexical hit on text the model cannot read (see ``opaque_dense_weight``). Nothing
+    left means the retrieval status is ``empty``. With all-MiniLM-L6-v2, unrelated questions
+    score about 0.1-0.2 on this project's docs, but one answer chunk of tests/data/eval/qa-mini
+    scores 0.15-0.18: a higher floor loses answers (``kb eval tests/data/eval/qa-mini``)."""
 
     dense_weight: UnitFloat = 0.9
     """Weight of the dense retriever in hybrid fusion when the embedding model reads the query and
