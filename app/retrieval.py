@@ -161,6 +161,13 @@ class Retriever:
             opaque=s.opaque_tokens_per_word, readable_weight=s.dense_weight, opaque_weight=s.opaque_dense_weight,
         )
 
+    async def ping(self) -> None:
+        """Check the store answers, on the same worker as searches (the embedded store is not
+        thread-safe). Raises what the store raises."""
+        if self.store is None:
+            raise ConnectionError("vector store is not open")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.exists)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 

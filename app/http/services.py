@@ -55,7 +55,7 @@ class Services:
                     self.store_problem = exc.message
                     return exc.message
             try:
-                await asyncio.wait_for(asyncio.to_thread(self.retriever.store.exists), self.settings.retrieval.timeout_s)
+                await asyncio.wait_for(self.retriever.ping(), self.settings.retrieval.timeout_s)
             except Exception as exc:  # unreachable server, timeout: all mean "not ready"
                 return f"vector store unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
             return None
