@@ -3,16 +3,23 @@
 Documents get the BM25 term-frequency part, ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))``;
 Qdrant multiplies in the inverse document frequency itself (``Modifier.IDF``), computed over the
 whole collection, so the index never needs a corpus-wide pass here. Queries get weight 1 per
-distinct term. The score of a chunk is then the classic BM25 sum.
+distinct term (``encode_query``), or chosen weights for an expanded query (``encode_weighted``).
+The score of a chunk is then the classic BM25 sum.
 
-Terms are Unicode words, lower-cased and accent-folded, English stop words removed, Snowball
-stemmed (English rules; words of other languages pass through mostly unchanged, which keeps
-them matchable). A term's index is a stable 31-bit hash, so no vocabulary has to be stored.
+Terms are Unicode words, lower-cased, stop words removed and Snowball stemmed with the rules of the
+word's script: Cyrillic words by the Russian stemmer (which also serves the closely related
+languages acceptably), Greek by the Greek one, everything else by the English one (words of other
+Latin-script languages pass through mostly unchanged, which keeps them matchable). Stemming is
+what lets "отпуска" find "отпуском": Russian inflects every noun, and without it a query matches
+only documents that happen to use the same case. Accents are folded on Latin and Greek words
+(café = cafe) but not on Cyrillic ones, where "й" is a letter of its own, not an accented "и".
+A term's index is a stable 31-bit hash, so no vocabulary has to be stored.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 import zlib
 from collections import Counter
@@ -35,9 +42,20 @@ _STOP_WORDS = frozenset(
     which while who whom why will with would you your yours yourself yourselves s t""".split()
 )
 
-_STEMMER = Stemmer.Stemmer("english")
-LEXICAL_VERSION = "bm25-v1"
-"""Changes whenever term extraction changes; part of the ingestion fingerprint."""
+# The same for Russian: function words that carry no topic ("как", "для", "ли").
+_RUSSIAN_STOP_WORDS = frozenset(
+    """а без более бы был была были было быть в вам вас весь во вот все всё всего всех вы где да даже
+    для до его ее её если есть еще ещё же за здесь и из или им их к как ко когда кто ли либо мне
+    может мы на над надо наш не него нее неё нет ни них но ну о об однако он она они оно от очень по
+    под при с со так также такой там те тем то того тоже той только том ты у уже хотя чего чей чем
+    что чтобы чье чья эта эти это этого этой этом этот я""".split()
+)
+
+LEXICAL_VERSION = "bm25-v2"
+"""Changes whenever term extraction changes; part of the ingestion fingerprint, so a change means
+documents are re-indexed by the next ``kb ingest``."""
+
+_LATIN, _CYRILLIC, _GREEK = "english", "russian", "greek"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +69,61 @@ class SparseTerms:
         return len(self.indices)
 
 
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.lower())
+def _script(word: str) -> str:
+    """The stemmer for ``word``, by the script of its first letter."""
+    for ch in word:
+        code = ord(ch)
+        if code < 0x370:
+            return _LATIN
+        if code < 0x400 or 0x1F00 <= code < 0x2000:
+            return _GREEK
+        if code < 0x530 or 0x1C80 <= code < 0x1C90:
+            return _CYRILLIC
+        if ch.isalpha():
+            return _LATIN
+    return _LATIN
+
+
+def _fold(word: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", word)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+class _Stemmers:
+    """One Snowball stemmer per script. PyStemmer objects are not thread-safe, so each thread
+    gets its own (ingestion encodes on one thread while the retrieval worker encodes queries)."""
+
+    _local = threading.local()
+
+    @classmethod
+    def get(cls, language: str) -> Stemmer.Stemmer:
+        stemmers: dict[str, Stemmer.Stemmer] | None = getattr(cls._local, "stemmers", None)
+        if stemmers is None:
+            stemmers = cls._local.stemmers = {}
+        if language not in stemmers:
+            stemmers[language] = Stemmer.Stemmer(language)
+        return stemmers[language]
 
 
 def terms(text: str) -> list[str]:
     """The index terms of ``text``, in order, stop words removed."""
-    words = [w for w in _WORD_RE.findall(_fold(text)) if w not in _STOP_WORDS and not (len(w) == 1 and w.isascii())]
-    return _STEMMER.stemWords(words)
+    words = _WORD_RE.findall(text.lower())
+    if all(word.isascii() for word in words):  # the common case, in one C call
+        kept = [w for w in words if len(w) > 1 and w not in _STOP_WORDS]
+        return _Stemmers.get(_LATIN).stemWords(kept)
+    out: list[str] = []
+    for word in words:
+        script = _script(word)
+        if script == _CYRILLIC:
+            word = word.replace("ё", "е")
+            if word in _RUSSIAN_STOP_WORDS or len(word) == 1:
+                continue
+        else:
+            word = _fold(word)
+            if word in _STOP_WORDS or (len(word) == 1 and word.isascii()):
+                continue
+        out.append(_Stemmers.get(script).stemWord(word))
+    return out
 
 
 def _index(term: str) -> int:

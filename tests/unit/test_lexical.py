@@ -18,6 +18,29 @@ def test_non_latin_words_survive_as_terms() -> None:
     assert terms("Привет мир") == ["привет", "мир"]
 
 
+def test_russian_words_are_stemmed_so_inflected_forms_match() -> None:
+    # Nominative, genitive and instrumental of "leave": one term, as a Russian reader expects.
+    assert len({*terms("отпуск"), *terms("отпуска"), *terms("отпуском")}) == 1
+    assert terms("оформить больничный") == terms("Оформить больничного")
+
+
+def test_russian_stop_words_are_dropped_and_yo_is_spelled_as_ye() -> None:
+    assert terms("как и где оформить") == terms("оформить")
+    assert terms("счёт") == terms("счет")
+
+
+def test_cyrillic_short_i_is_a_letter_not_an_accent() -> None:
+    # Folding "й" to "и" (as NFKD does for accents) would index "район" (district) as "раион".
+    assert terms("районы") == ["район"]
+
+
+def test_each_word_is_stemmed_by_the_rules_of_its_script() -> None:
+    mixed = terms("Servers отпусками Ελλάδα")
+    assert mixed[0] == "server"
+    assert mixed[1] == terms("отпуск")[0]
+    assert mixed[2] == terms("ελλαδα")[0]  # Greek accents fold like Latin ones
+
+
 def test_document_weights_saturate_with_term_frequency() -> None:
     encoder = LexicalEncoder()
     once = encoder.encode_document("qdrant")
