@@ -62,6 +62,8 @@ class SearchHit:
     record: ChunkRecord
     score: float
     vector: np.ndarray | None
+    sparse: SparseTerms | None = None
+    """The point's BM25 term weights, when the search asked for them (query expansion reads them)."""
 
 
 def open_store(settings: Settings) -> QdrantStore:
@@ -223,14 +225,19 @@ class QdrantStore:
         sparse: SparseTerms | None,
         limit: int,
         query_filter: models.Filter | None = None,
+        with_sparse: bool = False,
     ) -> tuple[list[SearchHit], list[SearchHit]]:
-        """Dense and lexical candidates in one round trip: ``(dense_hits, lexical_hits)``."""
+        """Dense and lexical candidates in one round trip: ``(dense_hits, lexical_hits)``.
+
+        Every hit carries its dense vector; with ``with_sparse`` the dense hits carry their
+        sparse vector too. Either query may be None (that retriever then returns nothing).
+        """
         requests: list[models.QueryRequest] = []
         if dense is not None:
             requests.append(
                 models.QueryRequest(
                     query=dense.tolist(), using=DENSE, limit=limit, filter=query_filter,
-                    with_payload=True, with_vector=[DENSE],
+                    with_payload=True, with_vector=[DENSE, SPARSE] if with_sparse else [DENSE],
                 )
             )
         if sparse is not None and len(sparse):
@@ -248,12 +255,31 @@ class QdrantStore:
         lexical_hits = results.pop(0) if results else []
         return dense_hits, lexical_hits
 
+    def sample_sparse(self, limit: int) -> list[SparseTerms]:
+        """The sparse vectors of up to ``limit`` points (no payloads), for corpus statistics.
+
+        Point ids are hashes, so the first ``limit`` in id order are an unbiased sample.
+        """
+        if not self.exists():
+            return []
+        points, _ = self.client.scroll(self.collection, limit=limit, with_payload=False, with_vectors=[SPARSE])
+        return [terms for point in points if (terms := _sparse(point.vector)) is not None]
+
+
+def _sparse(vector: object) -> SparseTerms | None:
+    if isinstance(vector, dict) and isinstance(found := vector.get(SPARSE), models.SparseVector):
+        return SparseTerms(list(found.indices), list(found.values))
+    return None
+
 
 def _hit(point: models.ScoredPoint) -> SearchHit:
     vector = None
     if isinstance(point.vector, dict) and DENSE in point.vector:
         vector = np.asarray(point.vector[DENSE], dtype=np.float32)
-    return SearchHit(record=msgspec.convert(point.payload, ChunkRecord), score=float(point.score), vector=vector)
+    return SearchHit(
+        record=msgspec.convert(point.payload, ChunkRecord), score=float(point.score), vector=vector,
+        sparse=_sparse(point.vector),
+    )
 
 
 def _payload(record: ChunkRecord) -> dict[str, object]:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from app.fusion import dense_weight_for, fuse, has_identifier, tokens_per_word
+from app.fusion import dense_weight_for, dense_weight_for_length, fuse, has_identifier, tokens_per_word
+from app.lexical import LexicalEncoder
 from app.records import ChunkRecord
 from app.retrieval import Retriever
 from app.settings import RetrievalSettings
@@ -167,7 +168,11 @@ def test_identifiers_are_recognised(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["films from 1991", "Which U.S. state", "part of _____.", "civic-military airports", "Formula 1 drivers", "Überfahrt"]
+    "text",
+    [
+        "films from 1991", "Which U.S. state", "part of _____.", "civic-military airports", "Formula 1 drivers",
+        "Überfahrt", "why did the us enter ww1", "headquarters of the MI6", "5G rollout", "vitamin B12",
+    ],
 )
 def test_ordinary_words_years_and_abbreviations_are_not_identifiers(text: str) -> None:
     assert not has_identifier(text)
@@ -183,14 +188,19 @@ class _PiecesPerWord:
         return round(len(text.split()) * self.pieces)
 
 
-def _weight_for(question: str, pieces: float) -> float:
+def _weighting(question: str, pieces: float) -> tuple[float, bool]:
     settings = RetrievalSettings()
     retriever = Retriever(None, _PiecesPerWord(pieces), settings)  # type: ignore[arg-type]
     pool = dense_pool({"a": 0.5, "b": 0.4})
+    terms = len(LexicalEncoder().encode_query(question))
     try:
-        return retriever._dense_weight(question, list(pool.values()), list(pool.values()))
+        return retriever._weighting(question, terms, list(pool.values()), list(pool.values()))
     finally:
         retriever.close()
+
+
+def _weight_for(question: str, pieces: float) -> float:
+    return _weighting(question, pieces)[0]
 
 
 def test_retriever_trusts_the_model_on_readable_text_and_bm25_on_opaque_text_or_identifiers() -> None:
@@ -198,3 +208,28 @@ def test_retriever_trusts_the_model_on_readable_text_and_bm25_on_opaque_text_or_
     assert _weight_for("how do I rotate keys", pieces=1.3) == settings.dense_weight
     assert _weight_for("Wie beantrage ich Urlaub", pieces=2.4) == pytest.approx(settings.opaque_dense_weight)
     assert _weight_for("what does E6305 mean", pieces=1.3) == settings.opaque_dense_weight
+
+
+def test_long_specific_questions_lean_on_bm25() -> None:
+    settings = RetrievalSettings()
+    short = "how do I rotate keys"  # 2 index terms
+    long = "which cheap watch brand keeps better time than an expensive Patek Philippe with quartz movements"
+    assert len(LexicalEncoder().encode_query(long)) >= settings.long_question_terms
+    assert _weight_for(short, pieces=1.3) == settings.dense_weight
+    assert _weight_for(long, pieces=1.3) == settings.long_question_dense_weight
+
+
+def test_dense_weight_falls_linearly_with_question_length() -> None:
+    weights = [dense_weight_for_length(n, short=4, long=8, short_weight=0.9, long_weight=0.5) for n in range(1, 11)]
+    assert weights[:4] == [0.9] * 4
+    assert weights[5] == pytest.approx(0.7)  # 6 terms: half way
+    assert weights[7:] == [0.5] * 3
+    assert weights == sorted(weights, reverse=True)
+
+
+def test_only_opaque_text_or_identifiers_let_a_lexical_match_count_alone() -> None:
+    long = "which cheap watch brand keeps better time than an expensive Patek Philippe with quartz movements"
+    assert _weighting("how do I rotate keys", pieces=1.3)[1] is False
+    assert _weighting(long, pieces=1.3)[1] is False  # long, but readable: the cosine still judges
+    assert _weighting("Wie beantrage ich Urlaub", pieces=2.4)[1] is True
+    assert _weighting("what does E6305 mean", pieces=1.3)[1] is True
