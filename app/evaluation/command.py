@@ -15,7 +15,7 @@ import msgspec
 from app.config import load_settings
 from app.errors import KBError
 from app.logs import configure_logging
-from app.evaluation.datasets import QA_QUESTIONS, detect_dataset_kind, load_beir, load_qa
+from app.evaluation.datasets import QA_DOCS, QA_QUESTIONS, detect_dataset_kind, load_beir, load_qa
 
 if TYPE_CHECKING:
     from app.evaluation.runner import QAReport, RetrievalReport
@@ -40,22 +40,30 @@ MODES = ("dense", "lexical", "hybrid")
     "--keep-data", type=click.Path(path_type=Path, file_okay=False),
     help="Keep the evaluation store in this folder (reused, incrementally, by the next run).",
 )
+@click.option(
+    "--docs", "docs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="QA sets only: the documents, when they are not in DATASET_DIR/docs.",
+)
 def eval_command(
-    dataset_dir: Path, as_json: bool, mode: str | None, limit_queries: int | None, keep_data: Path | None
+    dataset_dir: Path, as_json: bool, mode: str | None, limit_queries: int | None, keep_data: Path | None,
+    docs_dir: Path | None,
 ) -> None:
     """Evaluate retrieval on DATASET_DIR: a BEIR set or a QA set (questions.jsonl + docs/)."""
     # One log line per question is noise here, and stdout must stay clean for --json.
     configure_logging(json_lines=False, level=logging.WARNING)
     try:
         base = load_settings()
-        kind = detect_dataset_kind(dataset_dir)
+        kind = "qa" if docs_dir is not None and (dataset_dir / QA_QUESTIONS).is_file() else detect_dataset_kind(dataset_dir)
+        if docs_dir is not None and kind != "qa":
+            raise click.UsageError(f"--docs is for QA sets; {dataset_dir} has no {QA_QUESTIONS}")
+        docs_dir = docs_dir or dataset_dir / QA_DOCS
         modes = MODES if mode == "all" else (mode or base.retrieval.mode,)
         data_dir = keep_data or Path(tempfile.mkdtemp(prefix="kb-eval-"))
         try:
             from app.evaluation.runner import eval_settings
 
             settings = eval_settings(base, data_dir, dataset_dir.resolve().name)
-            reports = _run(dataset_dir, kind, modes, limit_queries, settings, quiet=as_json)
+            reports = _run(dataset_dir, docs_dir, kind, modes, limit_queries, settings, quiet=as_json)
         finally:
             if keep_data is None:
                 shutil.rmtree(data_dir, ignore_errors=True)
@@ -70,7 +78,8 @@ def eval_command(
 
 
 def _run(
-    dataset_dir: Path, kind: str, modes: tuple[str, ...], limit: int | None, settings: Settings, *, quiet: bool
+    dataset_dir: Path, docs_dir: Path, kind: str, modes: tuple[str, ...], limit: int | None, settings: Settings,
+    *, quiet: bool,
 ) -> list[RetrievalReport] | list[QAReport]:
     from app.evaluation.runner import EvalSession
 
@@ -86,8 +95,8 @@ def _run(
             say(f"ingested: {session.chunks} chunks in {ingest.seconds:.0f} s")
             return [session.evaluate_beir(dataset, m) for m in modes]
         items = load_qa(dataset_dir / QA_QUESTIONS)[:limit]
-        say(f"ingesting the documents of {dataset_dir.name} ...")
-        ingest = session.ingest_folder(dataset_dir)
+        say(f"ingesting the documents in {docs_dir} ...")
+        ingest = session.ingest_folder(docs_dir)
         say(f"ingested: {session.chunks} chunks in {ingest.seconds:.0f} s")
         return [session.evaluate_qa(dataset_dir.resolve().name, items, m) for m in modes]
 
@@ -125,6 +134,8 @@ def format_reports(reports: list[RetrievalReport] | list[QAReport]) -> str:
 
 def _paired(reports: list[RetrievalReport] | list[QAReport]) -> list[str]:
     """Hybrid against each single retriever, query by query: a mean hides whether it is luck."""
+    from app.evaluation.metrics import paired_bootstrap
+
     by_mode = {r.mode: r for r in reports if getattr(r, "per_query", None)}
     hybrid = by_mode.pop("hybrid", None)
     lines = []
@@ -132,8 +143,10 @@ def _paired(reports: list[RetrievalReport] | list[QAReport]) -> list[str]:
         diffs = [hybrid.per_query[q] - other.per_query[q] for q in hybrid.per_query]
         better = sum(d > 1e-9 for d in diffs)
         worse = sum(d < -1e-9 for d in diffs)
+        low, high = paired_bootstrap(diffs)
         lines.append(
-            f"hybrid vs {mode}: {sum(diffs) / len(diffs):+.3f} nDCG@10; better on {better}, "
-            f"worse on {worse}, equal on {len(diffs) - better - worse} queries"
+            f"hybrid vs {mode}: {sum(diffs) / len(diffs):+.4f} nDCG@10 (90% bootstrap interval "
+            f"{low:+.4f} to {high:+.4f}); better on {better}, worse on {worse}, "
+            f"equal on {len(diffs) - better - worse} queries"
         )
     return lines

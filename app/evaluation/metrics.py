@@ -16,6 +16,7 @@ SQuAD v1.1 evaluation script.
 from __future__ import annotations
 
 import math
+import random
 import re
 import string
 from collections import Counter
@@ -31,6 +32,7 @@ __all__ = [
     "mean",
     "mrr_at_k",
     "ndcg_at_k",
+    "paired_bootstrap",
     "normalize_answer",
     "percentile",
     "recall_at_k",
@@ -121,6 +123,26 @@ def percentile(values: Sequence[float], q: float) -> float:
     upper = min(lower + 1, len(ordered) - 1)
     fraction = position - lower
     return ordered[lower] + (ordered[upper] - ordered[lower]) * fraction
+
+
+def paired_bootstrap(
+    differences: Sequence[float], *, confidence: float = 0.9, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-query ``differences`` between two systems.
+
+    Queries are resampled with replacement; the interval holds the central ``confidence`` share
+    of the resampled means. An interval that straddles 0 says the mean difference could be luck
+    of the query sample. Seeded, so a report is reproducible. (0.0, 0.0) for no differences.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be within (0, 1), got {confidence}")
+    if not differences:
+        return 0.0, 0.0
+    rng = random.Random(seed)
+    n = len(differences)
+    means = sorted(sum(rng.choices(differences, k=n)) / n for _ in range(resamples))
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    return percentile(means, tail), percentile(means, 100.0 - tail)
 
 
 class LatencySummary(msgspec.Struct, frozen=True, kw_only=True):

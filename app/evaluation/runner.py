@@ -29,7 +29,7 @@ import msgspec
 
 from app.embedding import Embedder
 from app.errors import KBError
-from app.evaluation.datasets import QA_DOCS, BeirDataset, QAItem
+from app.evaluation.datasets import BeirDataset, QAItem
 from app.evaluation.metrics import (
     LatencySummary,
     answer_recall_at_k,
@@ -63,8 +63,9 @@ __all__ = [
 ]
 
 MODES: tuple[RetrieverMode, ...] = ("dense", "lexical", "hybrid")
-STAGES = ("embed", "search", "fuse", "rank", "total")
-"""Per-query latency stages: model, store round trip, fusion, ranking (rank + budget), sum."""
+STAGES = ("embed", "search", "expand", "fuse", "rank", "total")
+"""Per-query latency stages: model, store round trips, lexical query expansion (hybrid), fusion,
+ranking (rank + budget), sum."""
 ANSWER_KS = (1, 3, 5, 10)
 _UNBOUNDED_CONTEXT = 200_000
 
@@ -165,8 +166,9 @@ class EvalSession:
         self.chunks = self.services.store.count() if self.services.store else 0
         return report
 
-    def ingest_folder(self, folder: Path) -> IngestReport:
-        report = self._ingestor().ingest_paths([folder / QA_DOCS])
+    def ingest_folder(self, docs: Path) -> IngestReport:
+        """Ingest a QA set's documents (``DIR/docs`` of the set, or wherever ``--docs`` says)."""
+        report = self._ingestor().ingest_paths([docs])
         self.chunks = self.services.store.count() if self.services.store else 0
         return report
 
@@ -180,6 +182,7 @@ class EvalSession:
         mark = time.perf_counter()
         context = self.services.pipeline.select_context(candidates, top_k)
         timings["rank"] = (time.perf_counter() - mark) * 1000
+        timings.setdefault("expand", 0.0)  # modes that do not expand report it as free
         timings["total"] = sum(timings.get(stage, 0.0) for stage in STAGES[:-1])
         return candidates, context, timings
 

@@ -16,6 +16,7 @@ from app.evaluation import (
     mrr_at_k,
     ndcg_at_k,
     normalize_answer,
+    paired_bootstrap,
     percentile,
     recall_at_k,
     summarize,
@@ -201,3 +202,30 @@ def test_answer_recall_at_k_looks_only_at_the_top_k_texts() -> None:
     ranked = ["Rome is old", "Berlin", "Paris is the capital"]
     assert answer_recall_at_k(["paris"], ranked, k=2) == 0.0
     assert answer_recall_at_k(["paris"], ranked, k=3) == 1.0
+
+
+# --- paired bootstrap --------------------------------------------------------------------------
+
+
+def test_bootstrap_of_identical_differences_is_that_difference() -> None:
+    assert paired_bootstrap([0.02] * 30) == pytest.approx((0.02, 0.02))
+
+
+def test_bootstrap_interval_straddles_zero_when_wins_and_losses_balance() -> None:
+    low, high = paired_bootstrap([0.1, -0.1] * 20)
+    assert low < 0.0 < high
+
+
+def test_bootstrap_interval_excludes_zero_for_a_consistent_gain() -> None:
+    low, high = paired_bootstrap([0.05, 0.03, 0.04, 0.06, 0.0, 0.02] * 8)
+    assert 0.0 < low < 0.0333 < high
+
+
+def test_bootstrap_is_reproducible_and_checks_its_confidence() -> None:
+    diffs = [0.3, -0.1, 0.05, 0.0, 0.2, -0.25, 0.1]
+    assert paired_bootstrap(diffs) == paired_bootstrap(diffs)
+    narrow, wide = paired_bootstrap(diffs, confidence=0.5), paired_bootstrap(diffs, confidence=0.99)
+    assert wide[0] < narrow[0] and narrow[1] < wide[1]
+    assert paired_bootstrap([]) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        paired_bootstrap(diffs, confidence=1.0)
