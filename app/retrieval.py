@@ -172,13 +172,13 @@ class Retriever:
         """The lexical query, expanded from the best dense hits when the model reads the question.
 
         Not expanded: a question of more than ``expansion_max_question_terms`` terms (it already
-        names what it looks for, and feedback terms dilute it: on long questions expansion cost
-        a fifth of the answers found first), a question naming an identifier (its asker wants
-        that exact token, not its neighbours' vocabulary), or one whose text and top dense hits
-        the model shreds into word pieces (there the dense hits are no evidence). Only dense hits
-        with a cosine of at least ``expansion_min_cosine`` lend terms: in a small knowledge base
-        the ten best hits of an unanswerable question are the whole corpus. A store error while sampling term
-        statistics only costs the expansion, never the search.
+        names what it looks for, and feedback terms dilute it: expanding long questions cost
+        pg-essays-qa a third of the answers found first), a question naming an identifier (its
+        asker wants that exact token, not its neighbours' vocabulary), or one whose text and top
+        dense hits the model shreds into word pieces (there the dense hits are no evidence).
+        Only dense hits with a cosine of at least ``expansion_min_cosine`` lend terms: in a small
+        knowledge base the ten best hits of an unanswerable question are the whole corpus. A
+        store error while sampling term statistics only costs the expansion, never the search.
         """
         s = self.settings
         if sparse is None or not 0 < len(sparse) <= s.expansion_max_question_terms:

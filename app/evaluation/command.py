@@ -53,7 +53,8 @@ def eval_command(
     configure_logging(json_lines=False, level=logging.WARNING)
     try:
         base = load_settings()
-        kind = "qa" if docs_dir is not None and (dataset_dir / QA_QUESTIONS).is_file() else detect_dataset_kind(dataset_dir)
+        has_questions = (dataset_dir / QA_QUESTIONS).is_file()
+        kind = "qa" if docs_dir is not None and has_questions else detect_dataset_kind(dataset_dir)
         if docs_dir is not None and kind != "qa":
             raise click.UsageError(f"--docs is for QA sets; {dataset_dir} has no {QA_QUESTIONS}")
         docs_dir = docs_dir or dataset_dir / QA_DOCS

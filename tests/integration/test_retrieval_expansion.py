@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUESTION = "How much does a new kitchen countertop cost?"
 PASSAGES = {
-    "granite": "Granite countertops typically cost 40 to 100 dollars per square foot, including fabrication and installation.",
+    "granite": (
+        "Granite countertops typically cost 40 to 100 dollars per square foot, including fabrication and installation."
+    ),
     "quartz": "Quartz slabs are priced per square foot; fabrication and installation add to the price of the slab.",
     "trail": "The northern trail climbs 600 metres to the lake and takes about three hours on foot.",
     "payroll": "Payroll runs on the 25th; corrections reach the payroll team by the 20th.",
@@ -57,7 +59,9 @@ def lexical_scores(store: QdrantStore, embedder, settings: Settings, **retrieval
     return {c.record.source.removeprefix("kb/").removesuffix(".md"): c.lexical_score for c in candidates}
 
 
-def test_the_best_dense_hit_lends_bm25_the_words_of_a_passage_the_question_does_not_use(filled, embedder, settings) -> None:
+def test_the_best_dense_hit_lends_bm25_the_words_of_a_passage_the_question_does_not_use(
+    filled, embedder, settings
+) -> None:
     plain = lexical_scores(filled, embedder, settings, expansion_terms=0)
     expanded = lexical_scores(filled, embedder, settings, expansion_docs=1)
 

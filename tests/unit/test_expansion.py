@@ -41,7 +41,9 @@ def test_idf_follows_qdrants_formula_on_the_sample() -> None:
 # --- choosing expansion terms -----------------------------------------------------------------
 
 # Term 50 is in every sampled document (a common word); 60 and 70 are rare.
-FREQUENCIES = DocumentFrequencies.of([vector({50: 1.0, 60: 1.0}), vector({50: 1.0}), vector({50: 1.0, 70: 1.0}), vector({50: 1.0})])
+FREQUENCIES = DocumentFrequencies.of(
+    [vector({50: 1.0, 60: 1.0}), vector({50: 1.0}), vector({50: 1.0, 70: 1.0}), vector({50: 1.0})]
+)
 
 
 def test_terms_shared_by_the_feedback_and_rare_in_the_corpus_are_added() -> None:
