@@ -101,9 +101,6 @@ class TermStatistics:
     def _fresh(self, current: DocumentFrequencies | None) -> bool:
         return current is not None and current.documents > 0 and self._clock() - self._built_at < self.ttl_s
 
-    def invalidate(self) -> None:
-        """Forget the sample (the collection was rewritten); the next ``get`` rebuilds it."""
-        self._built_at = -math.inf
 
 
 def expand_query(

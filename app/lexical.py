@@ -3,8 +3,8 @@
 Documents get the BM25 term-frequency part, ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))``;
 Qdrant multiplies in the inverse document frequency itself (``Modifier.IDF``), computed over the
 whole collection, so the index never needs a corpus-wide pass here. Queries get weight 1 per
-distinct term (``encode_query``), or chosen weights for an expanded query (``encode_weighted``).
-The score of a chunk is then the classic BM25 sum.
+distinct term (``app.expansion`` adds weighted terms to a query). The score of a chunk is then
+the classic BM25 sum.
 
 Terms are Unicode words, lower-cased, stop words removed and Snowball stemmed with the rules of the
 word's script: Cyrillic words by the Russian stemmer (which also serves the closely related

@@ -16,6 +16,7 @@ from app.config import load_settings
 from app.errors import KBError
 from app.logs import configure_logging
 from app.evaluation.datasets import QA_DOCS, QA_QUESTIONS, detect_dataset_kind, load_beir, load_qa
+from app.evaluation.metrics import paired_bootstrap
 
 if TYPE_CHECKING:
     from app.evaluation.runner import QAReport, RetrievalReport
@@ -135,8 +136,6 @@ def format_reports(reports: list[RetrievalReport] | list[QAReport]) -> str:
 
 def _paired(reports: list[RetrievalReport] | list[QAReport]) -> list[str]:
     """Hybrid against each single retriever, query by query: a mean hides whether it is luck."""
-    from app.evaluation.metrics import paired_bootstrap
-
     by_mode = {r.mode: r for r in reports if getattr(r, "per_query", None)}
     hybrid = by_mode.pop("hybrid", None)
     lines = []

@@ -129,15 +129,6 @@ def test_an_empty_collection_gives_no_statistics_and_is_sampled_again_next_time(
     assert refreshed is not None and refreshed.documents == 1
 
 
-def test_invalidate_forces_a_new_sample() -> None:
-    sampler = CountingSampler([vector({1: 1.0})])
-    statistics = TermStatistics(sample_size=100, ttl_s=600.0, clock=Clock())
-    statistics.get(sampler)
-    statistics.invalidate()
-    statistics.get(sampler)
-    assert sampler.calls == 2
-
-
 def test_while_one_worker_rebuilds_expired_statistics_the_others_use_the_previous_ones() -> None:
     clock = Clock()
     statistics = TermStatistics(sample_size=100, ttl_s=10.0, clock=clock)
