@@ -94,7 +94,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
-def _merge(into: dict[str, Any], new: Mapping[str, Any], origin: dict[str, str], source: str, prefix: str = "") -> None:
+def _merge(
+    into: dict[str, Any], new: Mapping[str, Any], origin: dict[str, str], source: str, prefix: str = ""
+) -> None:
     for key, value in new.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping):

@@ -10,32 +10,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 
 from app.errors import EmbeddingModelError
 from app.settings import EmbeddingSettings
+from app.text.tokens import Tokenizer
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "TokenCounter", "resolve_model_location"]
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "resolve_model_location"]
 
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
-@runtime_checkable
-class TokenCounter(Protocol):
-    """Counts tokens the way a model sees them."""
-
-    def count(self, text: str) -> int:
-        """Number of tokens of ``text`` without special tokens."""
-        ...
-
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        """Character span of every token of ``text`` (no special tokens), in order."""
-        ...
-
-
-class Embedder(TokenCounter, Protocol):
+class Embedder(Tokenizer, Protocol):
     """Turns texts into L2-normalised vectors."""
 
     model_name: str
@@ -77,7 +65,11 @@ class SentenceTransformerEmbedder:
             hint = "" if settings.allow_download else " (downloads are off: embedding.allow_download=false)"
             raise EmbeddingModelError(f"cannot load embedding model {settings.model!r}{hint}: {exc}") from exc
         self.model_name = settings.model
-        self.dimension = int(self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension())
+        self.dimension = int(
+            self._model.get_embedding_dimension()
+            if hasattr(self._model, "get_embedding_dimension")
+            else self._model.get_sentence_embedding_dimension()
+        )
         self._tokenizer = self._model.tokenizer
         special = self._tokenizer.num_special_tokens_to_add(pair=False)
         self.max_tokens = int(self._model.max_seq_length) - special
@@ -97,10 +89,18 @@ class SentenceTransformerEmbedder:
 
     def count(self, text: str) -> int:
         # verbose=False: counting a long section is the point here, not a model-input overflow.
-        return len(self._tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"])
+        return len(
+            self._tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)[
+                "input_ids"
+            ]
+        )
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         encoded = self._tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False
+            text,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            verbose=False,
         )
         return [tuple(span) for span in encoded["offset_mapping"]]

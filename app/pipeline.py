@@ -17,16 +17,15 @@ import msgspec
 import structlog
 from msgspec import Meta
 
-from app.embedding import TokenCounter
 from app.errors import InvalidRequestError, ProviderError, QuestionTooLongError
-from app.generation.base import ModelProvider, RetrievalStatus, TextDelta, Usage
+from app.generation.base import ModelProvider, TextDelta, Usage
 from app.postprocess import extract_citations
 from app.prompting import PromptRegistry, build_prompt, document_overhead
 from app.ranking import fit_to_budget, rank
-from app.records import ScoredChunk
+from app.records import RetrievalStatus, ScoredChunk
 from app.retrieval import RetrievalFilters, Retriever
 from app.settings import RankingSettings, RetrievalSettings
-from app.tokens import ClaudeTokenEstimate
+from app.text.tokens import ClaudeTokenEstimate, TokenCounter
 
 __all__ = [
     "AskPipeline",
@@ -164,10 +163,15 @@ class AskPipeline:
         template = self.prompts.get(self.prompt_version())
         overhead = document_overhead(template, ranked, self.context_counter.count)
         return fit_to_budget(
-            ranked, self.ranking_settings.context_tokens, self.context_counter.count, per_chunk_overhead=overhead
+            ranked,
+            self.ranking_settings.context_tokens,
+            self.context_counter.count,
+            per_chunk_overhead=overhead,
         )
 
-    async def run(self, valid: ValidQuestion, *, request_id: str | None = None) -> AsyncIterator[PipelineEvent]:
+    async def run(
+        self, valid: ValidQuestion, *, request_id: str | None = None
+    ) -> AsyncIterator[PipelineEvent]:
         """Events of one answer: one retrieval, deltas, then one done or one error."""
         request_id = request_id or uuid.uuid4().hex
         timings: dict[str, float] = {}
@@ -185,11 +189,18 @@ class AskPipeline:
 
         mark = time.perf_counter()
         version = self.prompt_version()
-        prompt = build_prompt(self.prompts.get(version), question=valid.question, status=status, context=context)
+        prompt = build_prompt(
+            self.prompts.get(version), question=valid.question, status=status, context=context
+        )
         timings["prompt"] = _since(mark)
         log.info(
-            "retrieved", request_id=request_id, status=status, detail=retrieval.detail,
-            candidates=len(retrieval.candidates), context=len(context), took_ms=retrieval.took_ms,
+            "retrieved",
+            request_id=request_id,
+            status=status,
+            detail=retrieval.detail,
+            candidates=len(retrieval.candidates),
+            context=len(context),
+            took_ms=retrieval.took_ms,
         )
         yield RetrievalEvent(status=status, sources=_sources(context), took_ms=retrieval.took_ms)
 
@@ -206,7 +217,13 @@ class AskPipeline:
                 elif isinstance(item, Usage):
                     usage = UsageView(item.input_tokens, item.output_tokens)
         except ProviderError as exc:
-            log.warning("generation_failed", request_id=request_id, code=exc.code, retryable=exc.retryable, error=exc.message)
+            log.warning(
+                "generation_failed",
+                request_id=request_id,
+                code=exc.code,
+                retryable=exc.retryable,
+                error=exc.message,
+            )
             yield ErrorEvent(code=exc.code, message=exc.message, retryable=exc.retryable)
             return
         timings["generate"] = _since(mark)
@@ -215,10 +232,21 @@ class AskPipeline:
         citations = extract_citations("".join(answer), len(context))
         timings["postprocess"] = _since(mark)
         timings["total"] = _since(started)
-        log.info("answered", request_id=request_id, status=status, citations=citations, usage=msgspec.to_builtins(usage), total_ms=timings["total"])
+        log.info(
+            "answered",
+            request_id=request_id,
+            status=status,
+            citations=citations,
+            usage=msgspec.to_builtins(usage),
+            total_ms=timings["total"],
+        )
         yield DoneEvent(
-            citations=citations, usage=usage, model=self.provider.model, prompt_version=prompt.version,
-            request_id=request_id, timings_ms=timings,
+            citations=citations,
+            usage=usage,
+            model=self.provider.model,
+            prompt_version=prompt.version,
+            request_id=request_id,
+            timings_ms=timings,
         )
 
 
@@ -231,12 +259,16 @@ def _sources(context: list[ScoredChunk]) -> list[SourceView]:
     for number, chunk in enumerate(context, start=1):
         record = chunk.record
         text = " ".join(record.text.split())
-        snippet = text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+        snippet = text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
         views.append(
             SourceView(
-                id=number, title=record.title, source=record.source, score=round(chunk.score, 4),
-                snippet=snippet, heading=record.heading, page=record.page,
+                id=number,
+                title=record.title,
+                source=record.source,
+                score=round(chunk.score, 4),
+                snippet=snippet,
+                heading=record.heading,
+                page=record.page,
             )
         )
     return views
-

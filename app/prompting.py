@@ -18,15 +18,16 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
 from app.errors import ConfigError
-from app.generation.base import Message, Prompt, RetrievalStatus
-from app.records import ScoredChunk
+from app.records import RetrievalStatus, ScoredChunk
 
 __all__ = [
+    "Message",
+    "Prompt",
     "PromptRegistry",
     "PromptTemplate",
     "StatusWording",
@@ -57,6 +58,25 @@ _PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "status.timeout": (frozenset(), frozenset()),
     "status.error": (frozenset(), frozenset()),
 }
+
+
+class Message(msgspec.Struct, frozen=True):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Prompt(msgspec.Struct, frozen=True, kw_only=True):
+    """A rendered prompt plus the structured inputs it was rendered from."""
+
+    version: str
+    """Template version that produced it, e.g. "v1"."""
+
+    system: str
+    messages: tuple[Message, ...]
+    question: str
+    retrieval_status: RetrievalStatus
+    context: tuple[ScoredChunk, ...] = ()
+    """Chunks in the prompt, in order; source number n is ``context[n - 1]``."""
 
 
 class StatusWording(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -222,9 +242,7 @@ def build_prompt(
     provided) and raises ``ValueError``.
     """
     if status != "ok" and context:
-        raise ValueError(
-            f"retrieval status {status!r} cannot come with {len(context)} context chunk(s)"
-        )
+        raise ValueError(f"retrieval status {status!r} cannot come with {len(context)} context chunk(s)")
     effective: RetrievalStatus = "empty" if status == "ok" and not context else status
     wording = getattr(template.status, effective)
     status_block = _substitute(wording, {"count": str(len(context))})

@@ -5,9 +5,7 @@ Two pure stages:
 * ``rank`` drops irrelevant candidates and near-duplicates, then picks ``top_k`` with maximal
   marginal relevance (MMR), so the context is both relevant and not five copies of one paragraph.
 * ``fit_to_budget`` keeps whole chunks in rank order while they fit a token budget and cuts the
-  first one that does not at a sentence boundary.
-
-``split_sentences`` is shared with the extractive answerer.
+  first one that does not at a sentence boundary (``app.text.sentences``).
 """
 
 from __future__ import annotations
@@ -19,8 +17,9 @@ import msgspec
 import numpy as np
 
 from app.records import ScoredChunk
+from app.text.sentences import sentence_spans
 
-__all__ = ["fit_to_budget", "rank", "sentence_spans", "split_sentences"]
+__all__ = ["fit_to_budget", "rank"]
 
 _SHINGLE = 5
 """Words per shingle for text near-duplicate detection."""
@@ -120,11 +119,11 @@ class _TextSeen:
         if len(words) < _SHINGLE:
             # Too short for shingles: a duplicate only if it appears word for word.
             return bool(words) and f" {' '.join(words)} " in self.text, words
-        shingles = set(zip(*(words[k:] for k in range(_SHINGLE))))
+        shingles = set(zip(*(words[k:] for k in range(_SHINGLE)), strict=False))
         return len(shingles & self.shingles) >= _TEXT_OVERLAP * len(shingles), words
 
     def add(self, words: list[str]) -> None:
-        self.shingles.update(zip(*(words[k:] for k in range(_SHINGLE))))
+        self.shingles.update(zip(*(words[k:] for k in range(_SHINGLE)), strict=False))
         self.text += " ".join(words) + " "
 
 
@@ -149,56 +148,6 @@ def _mmr(pool: Sequence[ScoredChunk], sims: np.ndarray, top_k: int, lam: float) 
         chosen.append(best)
         np.maximum(redundancy, sims[best], out=redundancy)
     return chosen
-
-
-# A sentence ends after ., !, ? or … (plus closing quotes/brackets) followed by whitespace, after
-# CJK full stops, at a blank line, or at a line break before a list item, heading or table row
-# (markdown chunks are line-structured; a hard-wrapped line inside a paragraph is not a boundary).
-_BOUNDARY_RE = re.compile(
-    r"""(?:[.!?…]+["'”’)\]]*(?=\s)|[。！？]+["'”’)\]」』）]*)"""
-    r"""|\n[ \t]*\n\s*"""
-    r"""|\n(?=[ \t]*(?:[-*+•]\s|\d+[.)]\s|\#|\|))""",
-    re.UNICODE,
-)
-_ABBREVIATIONS = frozenset("e.g i.e etc vs cf fig mr mrs ms dr st approx incl resp".split())
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) offsets of the sentences of ``text``, whitespace trimmed, in order."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for match in _BOUNDARY_RE.finditer(text):
-        end = match.end()
-        if match.group().startswith(".") and _is_abbreviation(text, match.start()):
-            continue
-        _add_span(text, start, end, spans)
-        start = end
-    _add_span(text, start, len(text), spans)
-    return spans
-
-
-def split_sentences(text: str) -> list[str]:
-    """The sentences of ``text``, whitespace trimmed, in order."""
-    return [text[a:b] for a, b in sentence_spans(text)]
-
-
-def _is_abbreviation(text: str, dot: int) -> bool:
-    """Whether the period at ``dot`` ends an abbreviation or an initial rather than a sentence."""
-    word = re.search(r"(\w+(?:\.\w+)*)$", text[max(0, dot - 12) : dot])
-    if word is None:
-        return False
-    token = word.group(1)
-    initial = len(token) == 1 and token.isalpha() and token.isupper()
-    return initial or token.lower() in _ABBREVIATIONS
-
-
-def _add_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> None:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    if start < end:
-        spans.append((start, end))
 
 
 def fit_to_budget(

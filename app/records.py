@@ -1,10 +1,49 @@
-"""Records shared by ingestion, the store and retrieval."""
+"""Records shared by ingestion, the store, retrieval and the pipeline: the bottom of the import graph.
+
+Nothing here imports anything else of the project.
+"""
 
 from __future__ import annotations
 
-import msgspec
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["ChunkRecord", "ScoredChunk"]
+import msgspec
+import numpy as np
+
+__all__ = [
+    "ChunkRecord",
+    "RetrievalStatus",
+    "ScoredChunk",
+    "SearchHit",
+    "SparseTerms",
+    "embedding_text",
+]
+
+RetrievalStatus = Literal["ok", "empty", "timeout", "error"]
+"""Outcome of retrieval, stated in the prompt and reported to the client: ``ok`` (relevant
+chunks found), ``empty`` (nothing relevant), ``timeout``, ``error`` (the store or model failed)."""
+
+
+def embedding_text(heading_path: Sequence[str], text: str) -> str:
+    """What is embedded and indexed for a chunk: the heading path gives a chunk its topic.
+
+    The one place this string is built: chunking guarantees its token count against it, and
+    ingestion embeds exactly it.
+    """
+    return " > ".join(heading_path) + "\n" + text if heading_path else text
+
+
+@dataclass(frozen=True, slots=True)
+class SparseTerms:
+    """A sparse vector: parallel lists of term indices and weights."""
+
+    indices: list[int]
+    values: list[float]
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class ChunkRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,8 +83,8 @@ class ChunkRecord(msgspec.Struct, frozen=True, kw_only=True):
         return " > ".join(self.heading_path)
 
     def embedding_text(self) -> str:
-        """What is embedded and indexed: the heading path gives a chunk its topic."""
-        return f"{self.heading}\n{self.text}" if self.heading_path else self.text
+        """What is embedded and indexed (``embedding_text`` of the heading path and text)."""
+        return embedding_text(self.heading_path, self.text)
 
 
 class ScoredChunk(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,3 +102,14 @@ class ScoredChunk(msgspec.Struct, frozen=True, kw_only=True):
 
     vector: tuple[float, ...] | None = None
     """Dense vector, carried for duplicate detection and MMR."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A point returned by one retriever."""
+
+    record: ChunkRecord
+    score: float
+    vector: np.ndarray | None
+    sparse: SparseTerms | None = None
+    """The point's BM25 term weights, when the search asked for them (query expansion reads them)."""

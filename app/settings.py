@@ -266,7 +266,10 @@ class Secrets(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
-        shown = {k: ("***" if getattr(self, k) and "key" in k else getattr(self, k)) for k in self.__struct_fields__}
+        shown = {
+            k: ("***" if getattr(self, k) and "key" in k else getattr(self, k))
+            for k in self.__struct_fields__
+        }
         return f"Secrets({shown})"
 
 

@@ -34,7 +34,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "no readability-dependent weight": {"KB_RETRIEVAL__OPAQUE_DENSE_WEIGHT": "0.9"},
     "no dense feedback": {"KB_RETRIEVAL__FEEDBACK_DOCS": "0"},
     "MMR 0.75, duplicates at 0.95 (before)": {
-        "KB_RANKING__MMR_LAMBDA": "0.75", "KB_RANKING__DUPLICATE_THRESHOLD": "0.95",
+        "KB_RANKING__MMR_LAMBDA": "0.75",
+        "KB_RANKING__DUPLICATE_THRESHOLD": "0.95",
     },
 }
 KB = Path(sys.executable).with_name("kb")
@@ -53,7 +54,9 @@ def run(dataset: str, docs: str | None, data: Path, overrides: dict[str, str]) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("datasets", nargs="+", help="DATASET_DIR, or QUESTIONS_DIR=DOCS_DIR for a QA set")
     parser.add_argument("--data", type=Path, required=True, help="folder for the reusable stores")
     parser.add_argument("--variants", help="comma-separated subset of: " + ", ".join(VARIANTS))

@@ -19,11 +19,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from app.config import load_settings  # noqa: E402
-from app.embedding import SentenceTransformerEmbedder  # noqa: E402
-from app.records import ChunkRecord  # noqa: E402
-from app.store import open_store  # noqa: E402
-from ingest.runner import Ingestor  # noqa: E402
+from app.config import load_settings
+from app.embedding import SentenceTransformerEmbedder
+from app.records import ChunkRecord
+from app.store import open_store
+from ingest.runner import Ingestor
 
 
 def main(folder: Path) -> None:
@@ -32,12 +32,19 @@ def main(folder: Path) -> None:
         embedder = SentenceTransformerEmbedder(settings.embedding)
         embedder.embed(["warm up"] * 8)
         store = open_store(settings)
-        report = Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest).ingest_paths([folder])
+        report = Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest).ingest_paths(
+            [folder]
+        )
         texts: list[str] = []
         offset = None
         while True:
-            points, offset = store.client.scroll(store.collection, limit=1024, offset=offset, with_payload=True)
-            texts.extend(ChunkRecord(**{k: v for k, v in p.payload.items() if k != "path_prefixes"}).embedding_text() for p in points)
+            points, offset = store.client.scroll(
+                store.collection, limit=1024, offset=offset, with_payload=True
+            )
+            texts.extend(
+                ChunkRecord(**{k: v for k, v in p.payload.items() if k != "path_prefixes"}).embedding_text()
+                for p in points
+            )
             if offset is None:
                 break
         store.close()
@@ -48,12 +55,20 @@ def main(folder: Path) -> None:
             embedder.embed(texts[start : start + step])
         raw_seconds = time.perf_counter() - started
     raw_rate = len(texts) / raw_seconds
-    print(json.dumps({
-        "files": report.files_seen, "chunks": report.chunks_written,
-        "ingest_seconds": report.seconds, "ingest_chunks_per_second": report.chunks_per_second,
-        "raw_encode_seconds": round(raw_seconds, 3), "raw_chunks_per_second": round(raw_rate, 1),
-        "ratio": round(report.chunks_per_second / raw_rate, 3),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "files": report.files_seen,
+                "chunks": report.chunks_written,
+                "ingest_seconds": report.seconds,
+                "ingest_chunks_per_second": report.chunks_per_second,
+                "raw_encode_seconds": round(raw_seconds, 3),
+                "raw_chunks_per_second": round(raw_rate, 1),
+                "ratio": round(report.chunks_per_second / raw_rate, 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

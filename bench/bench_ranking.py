@@ -19,10 +19,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.records import ChunkRecord, ScoredChunk  # noqa: E402
-from app.ranking import fit_to_budget, rank  # noqa: E402
-from app.settings import RankingSettings, RetrievalSettings  # noqa: E402
-from app.tokens import ClaudeTokenEstimate  # noqa: E402
+from app.ranking import fit_to_budget, rank
+from app.records import ChunkRecord, ScoredChunk
+from app.settings import RankingSettings, RetrievalSettings
+from app.text.tokens import ClaudeTokenEstimate
 
 __all__: list[str] = []
 

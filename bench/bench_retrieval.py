@@ -23,15 +23,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.config import load_settings  # noqa: E402
-from app.evaluation import load_beir, percentile  # noqa: E402
-from app.evaluation.runner import EvalSession, eval_settings  # noqa: E402
+from app.config import load_settings
+from app.evaluation import load_beir, percentile
+from app.evaluation.runner import EvalSession, eval_settings
 
 __all__: list[str] = []
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--keep-data", type=Path, required=True, help="store folder (reused when present)")
     parser.add_argument("--repeat", type=int, default=3)
@@ -42,8 +44,10 @@ def main() -> None:
     settings = eval_settings(load_settings(), args.keep_data, dataset.name)
     with EvalSession(settings) as session:
         report = session.ingest_beir(dataset)
-        print(f"{dataset.name}: {len(dataset.corpus)} passages, {session.chunks} chunks "
-              f"(ingest {report.seconds:.0f} s, {report.unchanged} unchanged)")
+        print(
+            f"{dataset.name}: {len(dataset.corpus)} passages, {session.chunks} chunks "
+            f"(ingest {report.seconds:.0f} s, {report.unchanged} unchanged)"
+        )
         steps = ("embed", "search", "expand", "fuse", "rank")
         print(f"{'mode':8s} " + " ".join(f"{s:>13s}" for s in (*steps, "ranking")) + "   (p50/p95 ms)")
         for mode in args.modes.split(","):

@@ -2,7 +2,7 @@
 
 Guarantee: for every draft, ``counter.count(embedding_text) <= max_tokens``, where the embedding
 text is the heading path joined with `` > ``, a newline, then the body (exactly what
-``ChunkRecord.embedding_text`` builds). Each draft is checked with one real count; sums of piece
+``app.records.embedding_text`` builds). Each draft is checked with one real count; sums of piece
 counts are only used to plan.
 
 Policy, outermost first:
@@ -32,13 +32,15 @@ Policy, outermost first:
 
 from __future__ import annotations
 
+import itertools
 import re
 from bisect import bisect_left
 from typing import NamedTuple
 
 import msgspec
 
-from app.embedding import TokenCounter
+from app.records import embedding_text
+from app.text.tokens import Tokenizer
 from ingest.documents import LoadedDocument
 
 __all__ = ["ChunkDraft", "chunk_document"]
@@ -85,7 +87,7 @@ class _Section(NamedTuple):
 
 def chunk_document(
     document: LoadedDocument,
-    counter: TokenCounter,
+    counter: Tokenizer,
     *,
     max_tokens: int,
     overlap_tokens: int = 32,
@@ -114,14 +116,7 @@ def chunk_document(
     return drafts
 
 
-def _embedding_text(path: tuple[str, ...], text: str) -> str:
-    # Must stay identical to ChunkRecord.embedding_text: the guarantee is about that string.
-    return " > ".join(path) + "\n" + text if path else text
-
-
-def _fit_heading_path(
-    path: tuple[str, ...], counter: TokenCounter, limit: int
-) -> tuple[tuple[str, ...], int]:
+def _fit_heading_path(path: tuple[str, ...], counter: Tokenizer, limit: int) -> tuple[tuple[str, ...], int]:
     """Shorten ``path`` to at most ``limit`` tokens: innermost headings matter most for topic."""
     path = tuple(heading for heading in path if heading.strip())
     while path:
@@ -136,7 +131,7 @@ def _fit_heading_path(
     return (), 0
 
 
-def _truncate(text: str, counter: TokenCounter, limit: int) -> str:
+def _truncate(text: str, counter: Tokenizer, limit: int) -> str:
     """The longest token-boundary prefix of ``text`` that counts at most ``limit`` tokens."""
     cuts = [start for start, _ in counter.offsets(text)[1 : limit + 1]][::-1]
     # Whole words first: a cut inside a word leaves a fragment that can re-count longer.
@@ -147,7 +142,7 @@ def _truncate(text: str, counter: TokenCounter, limit: int) -> str:
     return ""
 
 
-def _prepare(text: str, counter: TokenCounter) -> _Section:
+def _prepare(text: str, counter: Tokenizer) -> _Section:
     """Paragraph spans plus token starts of the whole section, from a single tokenizer call."""
     paragraphs: list[tuple[int, int]] = []
     position = 0
@@ -163,13 +158,13 @@ def _prepare(text: str, counter: TokenCounter) -> _Section:
 
 
 def _chunk_section(
-    section: _Section, path: tuple[str, ...], counter: TokenCounter, max_tokens: int, plan: _Plan
+    section: _Section, path: tuple[str, ...], counter: Tokenizer, max_tokens: int, plan: _Plan
 ) -> list[str]:
     attempt = 0
     while plan.budget > 0:
         units = [_units(section, index, plan.budget) for index in range(len(section.paragraphs))]
         texts = [_render(section.text, chunk) for chunk in _pack(units, plan)]
-        excess = max(counter.count(_embedding_text(path, text)) - max_tokens for text in texts)
+        excess = max(counter.count(embedding_text(path, text)) - max_tokens for text in texts)
         if excess <= 0:
             return texts
         # Piece counts are additive for word-piece tokenizers except where a cut falls inside a
@@ -352,7 +347,7 @@ def _render(text: str, units: list[_Unit]) -> str:
     line."""
     parts: list[str] = []
     group_start = units[0]
-    for previous, unit in zip(units, units[1:]):
+    for previous, unit in itertools.pairwise(units):
         if unit.para != previous.para:
             parts.append(text[group_start.start : previous.end])
             group_start = unit

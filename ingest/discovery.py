@@ -74,7 +74,11 @@ def discover(
                 unsupported.append(source)
                 continue
             files.setdefault(path, DiscoveredFile(path=path, source=source))
-    return Discovery(files=sorted(files.values(), key=lambda f: f.source), unsupported=sorted(unsupported), missing_roots=missing)
+    return Discovery(
+        files=sorted(files.values(), key=lambda f: f.source),
+        unsupported=sorted(unsupported),
+        missing_roots=missing,
+    )
 
 
 def _walk(root: Path) -> list[Path]:

@@ -59,8 +59,7 @@ _FRONT_MATTER_LINE = re.compile(r"[\w-]+[ \t]*:|[ \t#-]|$")
 _FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
 _HTML_DROPPED = frozenset(
-    "script style nav noscript template svg iframe object canvas head title aside header footer"
-    .split()
+    "script style nav noscript template svg iframe object canvas head title aside header footer".split()
 )
 _HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
 _HTML_BLOCKS = frozenset(

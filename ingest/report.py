@@ -50,7 +50,11 @@ class IngestReport(msgspec.Struct, kw_only=True):
             f"({self.chunks_per_second:.1f} chunks/s)",
         ]
         if self.unsupported:
-            lines.append(f"skipped {len(self.unsupported)} unsupported: " + ", ".join(self.unsupported[:10]) + (" …" if len(self.unsupported) > 10 else ""))
+            lines.append(
+                f"skipped {len(self.unsupported)} unsupported: "
+                + ", ".join(self.unsupported[:10])
+                + (" …" if len(self.unsupported) > 10 else "")
+            )
         if self.empty:
             lines.append(f"no text in {len(self.empty)}: " + ", ".join(self.empty[:10]))
         if self.repaired:
@@ -58,5 +62,7 @@ class IngestReport(msgspec.Struct, kw_only=True):
         for failure in self.failed:
             lines.append(f"FAILED {failure.path}: {failure.reason}")
         if self.interrupted:
-            lines.append("interrupted: run `kb ingest` again to finish; nothing written is lost or duplicated")
+            lines.append(
+                "interrupted: run `kb ingest` again to finish; nothing written is lost or duplicated"
+            )
         return lines

@@ -16,6 +16,7 @@ batches for the model, and the store writes of one batch overlap the encoding of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
@@ -28,8 +29,8 @@ from pathlib import Path
 import msgspec
 
 from app.embedding import Embedder
-from app.lexical import LEXICAL_VERSION, LexicalEncoder
 from app.records import ChunkRecord
+from app.retrieval.bm25 import LEXICAL_VERSION, LexicalEncoder
 from app.settings import ChunkingSettings, IngestSettings
 from app.store import QdrantStore
 from ingest.chunking import chunk_document
@@ -110,23 +111,34 @@ class Ingestor:
         self.progress = progress or QuietProgress()
         self.max_tokens = min(chunking.max_tokens, embedder.max_tokens)
         self._fingerprint = msgspec.json.encode(
-            {"chunking": chunking, "max_tokens": self.max_tokens, "model": embedder.model_name, "lexical": LEXICAL_VERSION}
+            {
+                "chunking": chunking,
+                "max_tokens": self.max_tokens,
+                "model": embedder.model_name,
+                "lexical": LEXICAL_VERSION,
+            }
         )
 
     # -- entry points ---------------------------------------------------------------------
 
-    def ingest_paths(self, roots: Sequence[Path], *, prune: bool = False, dry_run: bool = False) -> IngestReport:
+    def ingest_paths(
+        self, roots: Sequence[Path], *, prune: bool = False, dry_run: bool = False
+    ) -> IngestReport:
         """Ingest files under ``roots``; with ``prune``, drop documents whose file is gone."""
         started = time.perf_counter()
         report = IngestReport(dry_run=dry_run)
-        found = discover(roots, include=self.settings.include, exclude=self.settings.exclude, supported=SUPPORTED_FORMATS)
+        found = discover(
+            roots, include=self.settings.include, exclude=self.settings.exclude, supported=SUPPORTED_FORMATS
+        )
         for root in found.missing_roots:
             report.failed.append(FailedFile(root, "no such file or folder"))
         report.unsupported = found.unsupported
         report.files_seen = len(found.files) + len(found.unsupported)
         oversized = {f for f in found.files if _size(f.path) > self.settings.max_file_bytes}
         for f in sorted(oversized, key=lambda f: f.source):
-            report.failed.append(FailedFile(f.source, f"larger than ingest.max_file_bytes ({self.settings.max_file_bytes})"))
+            report.failed.append(
+                FailedFile(f.source, f"larger than ingest.max_file_bytes ({self.settings.max_file_bytes})")
+            )
         items = file_items(((f.path, f.source) for f in found.files if f not in oversized), report)
         prune_roots = [r.resolve() for r in roots if r.exists()] if prune else []
         return self._run(items, report, started=started, prune_roots=prune_roots, dry_run=dry_run)
@@ -138,9 +150,21 @@ class Ingestor:
 
     # -- the run --------------------------------------------------------------------------
 
-    def _run(self, items: list[IngestItem], report: IngestReport, *, started: float, prune_roots: list[Path], dry_run: bool) -> IngestReport:
+    def _run(
+        self,
+        items: list[IngestItem],
+        report: IngestReport,
+        *,
+        started: float,
+        prune_roots: list[Path],
+        dry_run: bool,
+    ) -> IngestReport:
         if not dry_run:
-            self.store.ensure_collection(model_name=self.embedder.model_name, dimension=self.embedder.dimension)
+            self.store.ensure_collection(
+                model_name=self.embedder.model_name,
+                dimension=self.embedder.dimension,
+                lexical_version=LEXICAL_VERSION,
+            )
         elif self.store.exists():
             self.store.check_model(model_name=self.embedder.model_name, dimension=self.embedder.dimension)
         states = self.store.document_states()
@@ -203,14 +227,14 @@ class Ingestor:
             if in_flight is not None:
                 # Let the batch already handed to the store finish: a half-sent batch is safe,
                 # but waiting makes the next run's work smaller.
-                try:
+                with contextlib.suppress(Exception):
                     in_flight.result()
-                except Exception:
-                    pass
             writer.shutdown(wait=True)
             self.progress.close()
         report.seconds = round(time.perf_counter() - started, 3)
-        report.chunks_per_second = round(report.chunks_written / report.seconds, 1) if report.seconds > 0 else 0.0
+        report.chunks_per_second = (
+            round(report.chunks_written / report.seconds, 1) if report.seconds > 0 else 0.0
+        )
         return report
 
     def _done(self, report: IngestReport, source: str, outcome: str, dry_run: bool, chunks: int = 0) -> None:
@@ -221,23 +245,38 @@ class Ingestor:
             report.plan.append(entry)
         self.progress.file_done(source, outcome)
 
-    def _records(self, document: LoadedDocument, source: str, doc_id: str, doc_hash: str) -> list[ChunkRecord]:
+    def _records(
+        self, document: LoadedDocument, source: str, doc_id: str, doc_hash: str
+    ) -> list[ChunkRecord]:
         drafts = chunk_document(
-            _titled(document), self.embedder,
-            max_tokens=self.max_tokens, overlap_tokens=self.chunking.overlap_tokens, min_tokens=self.chunking.min_tokens,
+            _titled(document),
+            self.embedder,
+            max_tokens=self.max_tokens,
+            overlap_tokens=self.chunking.overlap_tokens,
+            min_tokens=self.chunking.min_tokens,
         )
         now = datetime.now(UTC).isoformat(timespec="seconds")
         return [
             ChunkRecord(
-                point_id=_point_id(doc_id, doc_hash, index), doc_id=doc_id, source=source, title=document.title,
-                heading_path=draft.heading_path, chunk_index=index, chunk_count=len(drafts), text=draft.text,
-                page=draft.page, doc_hash=doc_hash, text_hash=hashlib.sha256(draft.text.encode()).hexdigest()[:32],
+                point_id=_point_id(doc_id, doc_hash, index),
+                doc_id=doc_id,
+                source=source,
+                title=document.title,
+                heading_path=draft.heading_path,
+                chunk_index=index,
+                chunk_count=len(drafts),
+                text=draft.text,
+                page=draft.page,
+                doc_hash=doc_hash,
+                text_hash=hashlib.sha256(draft.text.encode()).hexdigest()[:32],
                 ingested_at=now,
             )
             for index, draft in enumerate(drafts)
         ]
 
-    def _flush(self, batch: _Batch, writer: ThreadPoolExecutor, in_flight: Future[None] | None, report: IngestReport) -> Future[None]:
+    def _flush(
+        self, batch: _Batch, writer: ThreadPoolExecutor, in_flight: Future[None] | None, report: IngestReport
+    ) -> Future[None]:
         texts = [record.embedding_text() for record in batch.records]
         dense = self.embedder.embed(texts)
         sparse = [self.lexical.encode_document(text) for text in texts]
@@ -255,7 +294,9 @@ class Ingestor:
 
         return writer.submit(write)
 
-    def _prune(self, states: dict, seen: set[str], roots: list[Path], report: IngestReport, dry_run: bool) -> None:
+    def _prune(
+        self, states: dict, seen: set[str], roots: list[Path], report: IngestReport, dry_run: bool
+    ) -> None:
         if not roots:
             return
         for doc_id, state in states.items():
@@ -277,7 +318,9 @@ def _titled(document: LoadedDocument) -> LoadedDocument:
     if not title:
         return document
     sections = tuple(
-        section if section.heading_path[:1] == (title,) else Section(heading_path=(title, *section.heading_path), text=section.text, page=section.page)
+        section
+        if section.heading_path[:1] == (title,)
+        else Section(heading_path=(title, *section.heading_path), text=section.text, page=section.page)
         for section in document.sections
     )
     return msgspec.structs.replace(document, sections=sections)

@@ -147,9 +147,7 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
         judged = qrels.setdefault(query_id, {})
         grade = int(score)
         if judged.get(corpus_id, grade) != grade:
-            raise DatasetError(
-                f"{path}, line {number}: conflicting grades for ({query_id}, {corpus_id})"
-            )
+            raise DatasetError(f"{path}, line {number}: conflicting grades for ({query_id}, {corpus_id})")
         judged[corpus_id] = grade
     return qrels
 

@@ -41,10 +41,10 @@ from app.evaluation.metrics import (
     summarize,
     token_f1,
 )
-from app.http.services import Services, build_services
 from app.pipeline import AskRequest, DeltaEvent
 from app.records import ScoredChunk
 from app.retrieval import RetrieverMode
+from app.services import Services, build_services
 from app.settings import Settings
 from ingest.documents import LoadedDocument, Section
 from ingest.report import IngestReport
@@ -159,7 +159,9 @@ class EvalSession:
     def _ingestor(self) -> Ingestor:
         store = self.services.store
         assert store is not None
-        return Ingestor(store, self.services.embedder, chunking=self.settings.chunking, ingest=self.settings.ingest)
+        return Ingestor(
+            store, self.services.embedder, chunking=self.settings.chunking, ingest=self.settings.ingest
+        )
 
     def ingest_beir(self, dataset: BeirDataset) -> IngestReport:
         report = self._ingestor().ingest_items(beir_items(dataset))
@@ -215,9 +217,16 @@ class EvalSession:
             pipeline.ranking_settings = configured
         kept = _means(final)
         return RetrievalReport(
-            dataset=dataset.name, mode=mode, queries=len(dataset.queries), corpus=len(dataset.corpus),
-            chunks=self.chunks, ndcg_at_10=kept.ndcg_at_10, recall_at_10=kept.recall_at_10,
-            mrr_at_10=kept.mrr_at_10, fused=_means(fused), latency_ms=_latency(timings),
+            dataset=dataset.name,
+            mode=mode,
+            queries=len(dataset.queries),
+            corpus=len(dataset.corpus),
+            chunks=self.chunks,
+            ndcg_at_10=kept.ndcg_at_10,
+            recall_at_10=kept.recall_at_10,
+            mrr_at_10=kept.mrr_at_10,
+            fused=_means(fused),
+            latency_ms=_latency(timings),
             per_query={q.id: round(row[0], 4) for q, row in zip(dataset.queries, final, strict=True)},
         )
 
@@ -237,10 +246,15 @@ class EvalSession:
             timings.append(took)
         answers = asyncio.run(self._answers([item.question for item in items]))
         return QAReport(
-            dataset=name, mode=mode, queries=len(items), chunks=self.chunks,
+            dataset=name,
+            mode=mode,
+            queries=len(items),
+            chunks=self.chunks,
             answer_recall={f"@{k}": round(mean(v), 4) for k, v in recall.items()},
             provider=self.services.provider.name,
-            exact_match=round(mean([exact_match(a, i.answers) for a, i in zip(answers, items, strict=True)]), 4),
+            exact_match=round(
+                mean([exact_match(a, i.answers) for a, i in zip(answers, items, strict=True)]), 4
+            ),
             token_f1=round(mean([token_f1(a, i.answers) for a, i in zip(answers, items, strict=True)]), 4),
             latency_ms=_latency(timings),
         )

@@ -1,7 +1,8 @@
-"""Answer generation: providers behind one small interface."""
+"""Answer generation: providers behind one small interface (``ModelProvider.stream``)."""
 
 from __future__ import annotations
 
-from app.generation.base import Message, ModelProvider, Prompt, RetrievalStatus, TextDelta, Usage
+from app.generation.base import ModelProvider, TextDelta, Usage
+from app.generation.registry import PROVIDERS, build_provider
 
-__all__ = ["Message", "ModelProvider", "Prompt", "RetrievalStatus", "TextDelta", "Usage"]
+__all__ = ["PROVIDERS", "ModelProvider", "TextDelta", "Usage", "build_provider"]

@@ -34,7 +34,8 @@ import anthropic
 import httpx2  # the SDK's HTTP transport: errors raised while reading a stream come from it
 
 from app.errors import ProviderError
-from app.generation.base import ModelProvider, Prompt, TextDelta, Usage
+from app.generation.base import ModelProvider, TextDelta, Usage
+from app.prompting import Prompt
 from app.settings import GenerationSettings
 
 __all__ = ["AnthropicProvider"]
@@ -98,8 +99,7 @@ class _Failure(Exception):
         self.retry_after = retry_after
 
 
-def _fail(message: str, code: str, retryable: bool = True,
-          retry_after: float | None = None) -> _Failure:
+def _fail(message: str, code: str, retryable: bool = True, retry_after: float | None = None) -> _Failure:
     return _Failure(ProviderError(message, code=code, retryable=retryable), retry_after)
 
 
@@ -149,8 +149,11 @@ class AnthropicProvider(ModelProvider):
                             break
                         if event.type == "message_start":
                             input_tokens = event.message.usage.input_tokens
-                        elif (event.type == "content_block_delta"
-                              and event.delta.type == "text_delta" and event.delta.text):
+                        elif (
+                            event.type == "content_block_delta"
+                            and event.delta.type == "text_delta"
+                            and event.delta.text
+                        ):
                             emitted = True  # set before the yield: the consumer may keep it
                             yield TextDelta(event.delta.text)
                         elif event.type == "message_delta":
@@ -171,24 +174,34 @@ class AnthropicProvider(ModelProvider):
                 if emitted:
                     if error.code != "timeout":
                         error = ProviderError(
-                            f"Anthropic stream interrupted after the answer had started: "
-                            f"{error.message}", code="stream_interrupted", retryable=True)
+                            f"Anthropic stream interrupted after the answer had started: {error.message}",
+                            code="stream_interrupted",
+                            retryable=True,
+                        )
                     raise error from cause
                 delay = self._retry_delay(attempt, failure.retry_after)
                 if not error.retryable or attempt >= s.max_retries:
                     if attempt:
-                        error = ProviderError(f"{error.message} (after {attempt + 1} attempts)",
-                                              code=error.code, retryable=error.retryable)
+                        error = ProviderError(
+                            f"{error.message} (after {attempt + 1} attempts)",
+                            code=error.code,
+                            retryable=error.retryable,
+                        )
                     raise error from cause
                 if loop.time() + delay >= deadline:
                     raise ProviderError(
                         f"{error.message} (no retry: waiting {delay:.2f}s would pass the "
                         f"total timeout of {s.total_timeout_s}s)",
-                        code=error.code, retryable=error.retryable) from cause
-                log.warning("anthropic attempt %d failed (%s); retrying in %.2fs",
-                            attempt + 1, error.code, delay,
-                            extra={"provider": self.name, "code": error.code,
-                                   "attempt": attempt + 1})
+                        code=error.code,
+                        retryable=error.retryable,
+                    ) from cause
+                log.warning(
+                    "anthropic attempt %d failed (%s); retrying in %.2fs",
+                    attempt + 1,
+                    error.code,
+                    delay,
+                    extra={"provider": self.name, "code": error.code, "attempt": attempt + 1},
+                )
                 await asyncio.sleep(delay)
                 attempt += 1
 
@@ -216,8 +229,11 @@ class AnthropicProvider(ModelProvider):
         except TimeoutError:
             if not scope.expired():
                 raise
-            which, seconds = ("total", s.total_timeout_s) if limit >= deadline else (
-                "first-token", s.first_token_timeout_s)
+            which, seconds = (
+                ("total", s.total_timeout_s)
+                if limit >= deadline
+                else ("first-token", s.first_token_timeout_s)
+            )
             raise _fail(f"Anthropic {which} timeout ({seconds}s) expired", "timeout") from None
 
     def _classify(self, exc: Exception) -> _Failure:
@@ -226,8 +242,12 @@ class AnthropicProvider(ModelProvider):
         if isinstance(exc, anthropic.APIStatusError):
             code, retryable = _classify_status(exc.status_code, exc.type)
             upstream = exc.type or f"HTTP {exc.status_code}"
-            return _fail(f"Anthropic API error ({upstream}): {exc.api_message or exc.status_code}",
-                         code, retryable, _retry_after(exc))
+            return _fail(
+                f"Anthropic API error ({upstream}): {exc.api_message or exc.status_code}",
+                code,
+                retryable,
+                _retry_after(exc),
+            )
         if isinstance(exc, anthropic.APITimeoutError):  # raised while sending the request
             if isinstance(exc.__cause__, httpx2.ConnectTimeout):
                 seconds = self._settings.connect_timeout_s
@@ -254,6 +274,7 @@ class AnthropicProvider(ModelProvider):
     def _redacted(self, error: ProviderError) -> ProviderError:
         """Upstream messages are quoted in ours; make sure none of them can carry the key."""
         if self._api_key and self._api_key in error.message:
-            return ProviderError(error.message.replace(self._api_key, "***"),
-                                 code=error.code, retryable=error.retryable)
+            return ProviderError(
+                error.message.replace(self._api_key, "***"), code=error.code, retryable=error.retryable
+            )
         return error

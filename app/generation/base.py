@@ -11,34 +11,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import msgspec
 
-from app.records import ScoredChunk
+from app.prompting import Prompt
 
-__all__ = ["Message", "ModelProvider", "Prompt", "RetrievalStatus", "TextDelta", "Usage"]
-
-RetrievalStatus = Literal["ok", "empty", "timeout", "error"]
-
-
-class Message(msgspec.Struct, frozen=True):
-    role: Literal["user", "assistant"]
-    content: str
-
-
-class Prompt(msgspec.Struct, frozen=True, kw_only=True):
-    """A rendered prompt plus the structured inputs it was rendered from."""
-
-    version: str
-    """Template version that produced it, e.g. "v1"."""
-
-    system: str
-    messages: tuple[Message, ...]
-    question: str
-    retrieval_status: RetrievalStatus
-    context: tuple[ScoredChunk, ...] = ()
-    """Chunks in the prompt, in order; source number n is ``context[n - 1]``."""
+__all__ = ["ModelProvider", "TextDelta", "Usage"]
 
 
 class TextDelta(msgspec.Struct, frozen=True):
@@ -60,5 +39,5 @@ class ModelProvider(ABC):
     def stream(self, prompt: Prompt) -> AsyncIterator[TextDelta | Usage]:
         """Stream the answer to ``prompt``."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release clients and connections (called at app shutdown)."""

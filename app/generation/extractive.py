@@ -2,7 +2,7 @@
 
 Used when no API key is configured, and in tests. It never writes anything that is not in the
 sources (apart from fixed connecting phrases), so it cannot hallucinate; it can only select
-badly. Sentences are scored by the question terms they contain (``app.lexical.terms``: stemmed,
+badly. Sentences are scored by the question terms they contain (``app.text.terms``: stemmed,
 stop words removed), each term weighted by how rare it is across the context, so a sentence
 matching "rotation" beats one matching the ubiquitous "key". Output is deterministic.
 """
@@ -15,12 +15,13 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import PurePath
 
-from app.generation.base import ModelProvider, Prompt, TextDelta, Usage
-from app.lexical import terms
-from app.ranking import split_sentences
+from app.generation.base import ModelProvider, TextDelta, Usage
+from app.prompting import Prompt
 from app.records import ScoredChunk
 from app.settings import GenerationSettings
-from app.tokens import ClaudeTokenEstimate
+from app.text.sentences import split_sentences
+from app.text.terms import terms
+from app.text.tokens import ClaudeTokenEstimate
 
 __all__ = ["ExtractiveProvider"]
 
@@ -85,9 +86,7 @@ def _pick_sentences(
     wanted = set(terms(question))
     if not wanted:
         return {}
-    per_chunk = [
-        [(s, set(terms(s))) for s in map(_clean, split_sentences(c.record.text))] for c in context
-    ]
+    per_chunk = [[(s, set(terms(s))) for s in map(_clean, split_sentences(c.record.text))] for c in context]
     # Inverse document frequency over the context's chunks; +1 keeps a term found everywhere
     # worth something.
     n = len(context)

@@ -32,5 +32,7 @@ def build_provider(settings: Settings) -> ModelProvider:
     try:
         factory = PROVIDERS[name]
     except KeyError:
-        raise ConfigError(f"unknown generation.provider {name!r}; known: {', '.join(sorted(PROVIDERS))}") from None
+        raise ConfigError(
+            f"unknown generation.provider {name!r}; known: {', '.join(sorted(PROVIDERS))}"
+        ) from None
     return factory(settings)

@@ -25,9 +25,9 @@ from app.http.ask import ask
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.health import live, ready
 from app.http.request_id import RequestIdMiddleware
-from app.http.services import Services, build_services
 from app.logs import configure_logging
 from app.pipeline import AskPipeline
+from app.services import Services, build_services
 from app.settings import Settings
 
 __all__ = ["AppCore", "create_app"]
@@ -53,7 +53,9 @@ class AppCore(InitPluginProtocol):
         # The body limit goes on a router: Litestar reads the app-level limit from its constructor
         # argument (default 10 MB) and ignores ``AppConfig.request_max_body_size`` set by a plugin.
         app_config.route_handlers.append(
-            Router("/", route_handlers=[ask, live, ready], request_max_body_size=settings.server.max_body_bytes)
+            Router(
+                "/", route_handlers=[ask, live, ready], request_max_body_size=settings.server.max_body_bytes
+            )
         )
         app_config.dependencies.update(
             {
@@ -79,7 +81,9 @@ class AppCore(InitPluginProtocol):
             await services.aclose()
 
 
-def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None, **litestar_kwargs: Any) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, embedder: Embedder | None = None, **litestar_kwargs: Any
+) -> Litestar:
     settings = settings or load_settings()
     configure_logging(json_lines=settings.env == "production")
     return Litestar(plugins=[AppCore(settings, embedder=embedder)], **litestar_kwargs)

@@ -7,15 +7,24 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.exceptions import ClientException
 from litestar.di import NamedDependency
+from litestar.exceptions import ClientException
 from litestar.params import JSONBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from app.http.request_id import request_id_of
 from app.http.sse import encode_event, with_heartbeats
-from app.pipeline import AskPipeline, AskRequest, DeltaEvent, DoneEvent, ErrorEvent, RetrievalEvent, SourceView, UsageView
+from app.pipeline import (
+    AskPipeline,
+    AskRequest,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    RetrievalEvent,
+    SourceView,
+    UsageView,
+)
 
 __all__ = ["AskAnswer", "ask"]
 
@@ -56,7 +65,7 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
     summary="Answer a question from the knowledge base",
     description=(
         "Streams server-sent events: one `retrieval`, zero or more `delta`, then one `done` or one "
-        "`error`. With `\"stream\": false`, returns one JSON object instead."
+        '`error`. With `"stream": false`, returns one JSON object instead.'
     ),
     status_code=200,
     before_request=_require_json,
@@ -80,14 +89,23 @@ async def ask(
         finally:
             await events.aclose()
 
-    return Stream(with_heartbeats(encoded(), heartbeat_s), media_type="text/event-stream", headers=SSE_HEADERS)
+    return Stream(
+        with_heartbeats(encoded(), heartbeat_s), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
 
 async def _collect(events: AsyncIterator[Any], request_id: str) -> AskAnswer:
     parts: list[str] = []
     answer = AskAnswer(
-        answer="", retrieval_status="error", sources=[], citations=[], usage=None, model=None,
-        prompt_version=None, request_id=request_id, timings_ms={},
+        answer="",
+        retrieval_status="error",
+        sources=[],
+        citations=[],
+        usage=None,
+        model=None,
+        prompt_version=None,
+        request_id=request_id,
+        timings_ms={},
     )
     async for event in events:
         if isinstance(event, RetrievalEvent):

@@ -18,7 +18,13 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
-from app.errors import InvalidRequestError, KBError, ProviderError, QuestionTooLongError, StoreUnavailableError
+from app.errors import (
+    InvalidRequestError,
+    KBError,
+    ProviderError,
+    QuestionTooLongError,
+    StoreUnavailableError,
+)
 from app.http.request_id import request_id_of
 
 __all__ = ["EXCEPTION_HANDLERS", "error_body"]
@@ -33,8 +39,14 @@ _STATUS: dict[type[KBError], int] = {
 }
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    413: "body_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 
@@ -46,7 +58,9 @@ def error_body(code: str, message: str, request_id: str, detail: Any = None) -> 
 
 
 def _domain(request: Request[Any, Any, Any], exc: KBError) -> Response[Any]:
-    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), HTTP_500_INTERNAL_SERVER_ERROR)
+    status = next(
+        (code for kind, code in _STATUS.items() if isinstance(exc, kind)), HTTP_500_INTERNAL_SERVER_ERROR
+    )
     return Response(error_body(exc.code, exc.message, request_id_of(request.scope)), status_code=status)
 
 
@@ -55,7 +69,9 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     # Name the field in the message itself ("top_k: Expected `int` >= 1"); msgspec's own text
     # leaves it out, and "data" is Litestar's name for the body as a whole.
     messages = [
-        f"{item['key']}: {item.get('message', '')}" if item.get("key") not in (None, "", "data") else item.get("message", "")
+        f"{item['key']}: {item.get('message', '')}"
+        if item.get("key") not in (None, "", "data")
+        else item.get("message", "")
         for item in extra
         if isinstance(item, dict)
     ]
@@ -79,14 +95,20 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if isinstance(exc.__cause__, SerializationException):
         code, message = "malformed_json", f"request body is malformed JSON: {exc.detail}"
     return Response(
-        error_body(code, message, request_id_of(request.scope)), status_code=exc.status_code, headers=exc.headers
+        error_body(code, message, request_id_of(request.scope)),
+        status_code=exc.status_code,
+        headers=exc.headers,
     )
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled_error", error=repr(exc))
     return Response(
-        error_body("internal_error", "internal error; the request id identifies it in the logs", request_id_of(request.scope)),
+        error_body(
+            "internal_error",
+            "internal error; the request id identifies it in the logs",
+            request_id_of(request.scope),
+        ),
         status_code=HTTP_500_INTERNAL_SERVER_ERROR,
     )
 

@@ -8,7 +8,7 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.response import Response
 
-from app.http.services import Services
+from app.services import Services
 
 __all__ = ["live", "ready"]
 

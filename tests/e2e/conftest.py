@@ -39,7 +39,9 @@ def ingested_store(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceT
     settings = load_settings(environ={"KB_DATA_DIR": str(data_dir)})
     store = open_store(settings)
     try:
-        report = Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest).ingest_paths([CORPUS])
+        report = Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest).ingest_paths(
+            [CORPUS]
+        )
     finally:
         store.close()  # the app opens the store itself; the embedded one admits one client
     assert report.chunks_written > 0 and report.new >= 3, report
@@ -57,18 +59,20 @@ def settings_for(data_dir: Path, environ: Mapping[str, str] | None = None, **ove
     The environment is given explicitly, so nothing of the developer's shell (an API key, a
     QDRANT_URL) leaks into a test.
     """
-    return load_settings(environ={"KB_DATA_DIR": str(data_dir), **(environ or {})}, overrides=overrides or None)
+    return load_settings(
+        environ={"KB_DATA_DIR": str(data_dir), **(environ or {})}, overrides=overrides or None
+    )
 
 
 @pytest.fixture
-def start_app(
-    tmp_path: Path, ingested_store: Path, embedder: SentenceTransformerEmbedder
-) -> StartApp:
+def start_app(tmp_path: Path, ingested_store: Path, embedder: SentenceTransformerEmbedder) -> StartApp:
     """``with start_app(environ=..., **overrides) as server:`` runs the app on a fresh copy of the
     ingested store (or, with ``QDRANT_URL`` in ``environ``, against that server)."""
     copies = iter(range(1_000))
 
-    def start(environ: Mapping[str, str] | None = None, **overrides: Any) -> AbstractContextManager[LiveServer]:
+    def start(
+        environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> AbstractContextManager[LiveServer]:
         data_dir = _copy_of(ingested_store, tmp_path / f"data{next(copies)}")
         return live_server(create_app(settings_for(data_dir, environ, **overrides), embedder=embedder))
 

@@ -29,7 +29,10 @@ class LiveServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(
-            app, lifespan="on", log_level="warning", access_log=False,
+            app,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
             # Short, so stopping does not wait on a stream a test left open.
             timeout_graceful_shutdown=2,
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from app.client import SSEEvent, parse_sse
+from app.cli.client import SSEEvent, parse_sse
 
 __all__ = ["Stream", "assert_event_grammar", "read_stream"]
 

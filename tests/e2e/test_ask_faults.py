@@ -38,6 +38,7 @@ def ask(client: httpx.Client, body: dict[str, Any] | None = None) -> tuple[httpx
 
 # --------------------------------------------------------------------------- store unreachable
 
+
 @pytest.fixture
 def unreachable_store_app(start_app: StartApp) -> Iterator[LiveServer]:
     with start_app(environ={"QDRANT_URL": closed_port_url()}) as server:
@@ -74,18 +75,24 @@ def test_with_the_store_unreachable_ready_is_503_with_reasons_and_live_stays_200
 
 # --------------------------------------------------------------------------- store hanging
 
+
 @pytest.fixture
 def hanging_store_app(start_app: StartApp) -> Iterator[LiveServer]:
-    with BlackHole() as hole, start_app(
-        environ={"QDRANT_URL": hole.url},
-        retrieval={"timeout_s": 0.5},
-        server={"heartbeat_s": 0.1},
-        store={"timeout_s": 1.0},  # start-up's own probe of the store gives up after this
-    ) as server:
+    with (
+        BlackHole() as hole,
+        start_app(
+            environ={"QDRANT_URL": hole.url},
+            retrieval={"timeout_s": 0.5},
+            server={"heartbeat_s": 0.1},
+            store={"timeout_s": 1.0},  # start-up's own probe of the store gives up after this
+        ) as server,
+    ):
         yield server
 
 
-def test_with_a_hanging_store_retrieval_times_out_and_the_answer_says_so(hanging_store_app: LiveServer) -> None:
+def test_with_a_hanging_store_retrieval_times_out_and_the_answer_says_so(
+    hanging_store_app: LiveServer,
+) -> None:
     started = time.monotonic()
     with http(hanging_store_app) as client:
         _, stream = ask(client)
@@ -123,21 +130,31 @@ def test_with_a_hanging_store_the_json_answer_reports_the_timeout(hanging_store_
 
 # --------------------------------------------------------------------------- model API faults
 
+
 @pytest.fixture
 def anthropic_app(start_app: StartApp, fake_anthropic: FakeAnthropic) -> Iterator[LiveServer]:
     with start_app(
         environ={"ANTHROPIC_API_KEY": API_KEY},
         generation={
-            "provider": "anthropic", "base_url": fake_anthropic.base_url, "model": "claude-e2e",
-            "max_retries": 1, "retry_backoff_s": 0.01,
-            "connect_timeout_s": 1.0, "first_token_timeout_s": 5.0, "total_timeout_s": 20.0,
+            "provider": "anthropic",
+            "base_url": fake_anthropic.base_url,
+            "model": "claude-e2e",
+            "max_retries": 1,
+            "retry_backoff_s": 0.01,
+            "connect_timeout_s": 1.0,
+            "first_token_timeout_s": 5.0,
+            "total_timeout_s": 20.0,
         },
     ) as server:
         yield server
 
 
-def test_the_model_answer_streams_through_with_its_usage(anthropic_app: LiveServer, fake_anthropic: FakeAnthropic) -> None:
-    fake_anthropic.script(Reply.text(["Use a virtual ", "environment [1]."], input_tokens=321, output_tokens=7))
+def test_the_model_answer_streams_through_with_its_usage(
+    anthropic_app: LiveServer, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(
+        Reply.text(["Use a virtual ", "environment [1]."], input_tokens=321, output_tokens=7)
+    )
 
     with http(anthropic_app) as client:
         _, stream = ask(client)
@@ -155,7 +172,9 @@ def test_the_model_answer_streams_through_with_its_usage(anthropic_app: LiveServ
 def test_a_client_that_hangs_up_after_the_first_delta_closes_the_model_call_within_a_second(
     anthropic_app: LiveServer, fake_anthropic: FakeAnthropic
 ) -> None:
-    fake_anthropic.script(Reply.text([f"word{i} " for i in range(40)], delay=0.25))  # ~10 s if read to the end
+    fake_anthropic.script(
+        Reply.text([f"word{i} " for i in range(40)], delay=0.25)
+    )  # ~10 s if read to the end
 
     with http(anthropic_app) as client:
         with client.stream("POST", "/ask", json={"question": QUESTION}) as response:

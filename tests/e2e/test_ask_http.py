@@ -27,6 +27,7 @@ def ask_stream(client: httpx.Client, body: dict[str, Any], **kwargs: Any) -> tup
 
 # --------------------------------------------------------------------------- streaming answer
 
+
 def test_a_question_streams_one_retrieval_then_deltas_then_one_done(client: httpx.Client) -> None:
     response, stream = ask_stream(client, {"question": LINUX})
 
@@ -84,10 +85,15 @@ def test_when_nothing_matches_the_answer_says_so_instead_of_inventing(client: ht
 
 # --------------------------------------------------------------------------- request options
 
+
 def test_source_prefix_filter_keeps_only_that_document(client: httpx.Client) -> None:
     body = client.post(
         "/ask",
-        json={"question": "When does the nightly ingestion job run?", "filters": {"source_prefix": "mixed/notes.txt"}, "stream": False},
+        json={
+            "question": "When does the nightly ingestion job run?",
+            "filters": {"source_prefix": "mixed/notes.txt"},
+            "stream": False,
+        },
     ).json()
 
     assert body["retrieval_status"] == "ok"
@@ -97,7 +103,9 @@ def test_source_prefix_filter_keeps_only_that_document(client: httpx.Client) -> 
 
 def test_doc_ids_filter_keeps_only_those_documents(client: httpx.Client) -> None:
     guide = doc_id_for("mixed/guide.md")
-    body = client.post("/ask", json={"question": "installation", "filters": {"doc_ids": [guide]}, "stream": False}).json()
+    body = client.post(
+        "/ask", json={"question": "installation", "filters": {"doc_ids": [guide]}, "stream": False}
+    ).json()
 
     assert body["sources"]
     assert {s["source"] for s in body["sources"]} == {"mixed/guide.md"}
@@ -112,6 +120,7 @@ def test_top_k_caps_the_number_of_sources(client: httpx.Client) -> None:
 
 # --------------------------------------------------------------------------- request id
 
+
 def test_a_sane_client_request_id_is_echoed_in_the_header_and_the_done_event(client: httpx.Client) -> None:
     response, stream = ask_stream(client, {"question": LINUX}, headers={"X-Request-ID": "trace-42.a_b"})
 
@@ -121,7 +130,9 @@ def test_a_sane_client_request_id_is_echoed_in_the_header_and_the_done_event(cli
 
 @pytest.mark.parametrize("unsafe", ["has spaces", "x" * 65, "new\\nline", "<script>"])
 def test_an_unsafe_client_request_id_is_replaced(client: httpx.Client, unsafe: str) -> None:
-    response = client.post("/ask", json={"question": LINUX, "stream": False}, headers={"X-Request-ID": unsafe})
+    response = client.post(
+        "/ask", json={"question": LINUX, "stream": False}, headers={"X-Request-ID": unsafe}
+    )
 
     generated = response.headers["x-request-id"]
     assert generated != unsafe and len(generated) == 32
@@ -132,30 +143,86 @@ def test_an_unsafe_client_request_id_is_replaced(client: httpx.Client, unsafe: s
 
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str, str]] = [
     # (case, httpx request kwargs, status, error code, a word the message must contain)
-    ("truncated JSON", {"content": b'{"question": "hi"', "headers": {"content-type": "application/json"}}, 400, "malformed_json", "malformed"),
-    ("not JSON at all", {"content": b"question=hi", "headers": {"content-type": "application/json"}}, 400, "malformed_json", "malformed"),
+    (
+        "truncated JSON",
+        {"content": b'{"question": "hi"', "headers": {"content-type": "application/json"}},
+        400,
+        "malformed_json",
+        "malformed",
+    ),
+    (
+        "not JSON at all",
+        {"content": b"question=hi", "headers": {"content-type": "application/json"}},
+        400,
+        "malformed_json",
+        "malformed",
+    ),
     ("body is not an object", {"json": ["How do I install?"]}, 400, "invalid_body", "object"),
     ("missing question", {"json": {"top_k": 3}}, 400, "invalid_body", "question"),
     ("question is not a string", {"json": {"question": 42}}, 400, "invalid_body", "question"),
     ("empty question", {"json": {"question": ""}}, 400, "invalid_body", "question"),
     ("whitespace question", {"json": {"question": " \n\t "}}, 422, "invalid_request", "empty"),
-    ("question over the token limit", {"json": {"question": "rotate " * 300}}, 422, "question_too_long", "tokens"),
-    ("question over the character limit", {"json": {"question": "a" * 20_001}}, 400, "invalid_body", "question"),
+    (
+        "question over the token limit",
+        {"json": {"question": "rotate " * 300}},
+        422,
+        "question_too_long",
+        "tokens",
+    ),
+    (
+        "question over the character limit",
+        {"json": {"question": "a" * 20_001}},
+        400,
+        "invalid_body",
+        "question",
+    ),
     ("unknown top-level field", {"json": {"question": "hi", "mode": "fast"}}, 400, "invalid_body", "mode"),
-    ("unknown filter", {"json": {"question": "hi", "filters": {"author": "me"}}}, 400, "invalid_body", "author"),
-    ("doc_ids is not a list", {"json": {"question": "hi", "filters": {"doc_ids": "abc"}}}, 400, "invalid_body", "filters"),
-    ("empty source_prefix", {"json": {"question": "hi", "filters": {"source_prefix": "  "}}}, 422, "invalid_request", "source_prefix"),
+    (
+        "unknown filter",
+        {"json": {"question": "hi", "filters": {"author": "me"}}},
+        400,
+        "invalid_body",
+        "author",
+    ),
+    (
+        "doc_ids is not a list",
+        {"json": {"question": "hi", "filters": {"doc_ids": "abc"}}},
+        400,
+        "invalid_body",
+        "filters",
+    ),
+    (
+        "empty source_prefix",
+        {"json": {"question": "hi", "filters": {"source_prefix": "  "}}},
+        422,
+        "invalid_request",
+        "source_prefix",
+    ),
     ("top_k zero", {"json": {"question": "hi", "top_k": 0}}, 400, "invalid_body", "top_k"),
-    ("top_k above the configured maximum", {"json": {"question": "hi", "top_k": 21}}, 422, "invalid_request", "top_k"),
+    (
+        "top_k above the configured maximum",
+        {"json": {"question": "hi", "top_k": 21}},
+        422,
+        "invalid_request",
+        "top_k",
+    ),
     ("top_k not a number", {"json": {"question": "hi", "top_k": "five"}}, 400, "invalid_body", "top_k"),
     ("top_k a fraction", {"json": {"question": "hi", "top_k": 2.5}}, 400, "invalid_body", "top_k"),
     ("stream not a boolean", {"json": {"question": "hi", "stream": "yes"}}, 400, "invalid_body", "stream"),
-    ("text/plain body", {"content": b'{"question": "hi"}', "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type", "application/json"),
+    (
+        "text/plain body",
+        {"content": b'{"question": "hi"}', "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+        "application/json",
+    ),
     ("form body", {"data": {"question": "hi"}}, 415, "unsupported_media_type", "application/json"),
 ]
 
 
-@pytest.mark.parametrize(("case", "request_kwargs", "status", "code", "mentions"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("case", "request_kwargs", "status", "code", "mentions"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
 def test_bad_input_gets_a_4xx_json_error_naming_the_problem(
     client: httpx.Client, case: str, request_kwargs: dict[str, Any], status: int, code: str, mentions: str
 ) -> None:
@@ -200,6 +267,7 @@ def test_ask_only_accepts_post(client: httpx.Client) -> None:
 
 
 # --------------------------------------------------------------------------- health and schema
+
 
 def test_live_and_ready_when_the_model_is_loaded_and_the_store_is_open(client: httpx.Client) -> None:
     assert client.get("/health/live").status_code == 200

@@ -5,7 +5,7 @@ They speak the real protocol over loopback sockets, so the real client libraries
 
 from __future__ import annotations
 
-from .anthropic_server import (
+from tests.fakes.anthropic_server import (
     FakeAnthropic,
     RecordedRequest,
     Reply,

@@ -34,9 +34,16 @@ import pytest
 __all__ = ["FakeAnthropic", "RecordedRequest", "Reply", "closed_port_url", "fake_anthropic"]
 
 _DEFAULT_DELTAS = ("Hello", ", ", "world", "!")
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                500: "api_error", 529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,30 +65,64 @@ class Reply:
     before_headers: bool = False
 
     @classmethod
-    def text(cls, deltas: Sequence[str], *, input_tokens: int = 10,
-             output_tokens: int | None = None, delay: float = 0.0,
-             stop_reason: str = "end_turn") -> Reply:
+    def text(
+        cls,
+        deltas: Sequence[str],
+        *,
+        input_tokens: int = 10,
+        output_tokens: int | None = None,
+        delay: float = 0.0,
+        stop_reason: str = "end_turn",
+    ) -> Reply:
         """A complete answer: these text deltas, then the usage and ``message_stop``."""
-        return cls(kind="text", deltas=tuple(deltas), input_tokens=input_tokens,
-                   output_tokens=output_tokens, delay=delay, stop_reason=stop_reason)
+        return cls(
+            kind="text",
+            deltas=tuple(deltas),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            delay=delay,
+            stop_reason=stop_reason,
+        )
 
     @classmethod
-    def error(cls, status: int, *, error_type: str | None = None, message: str | None = None,
-              retry_after: float | None = None) -> Reply:
+    def error(
+        cls,
+        status: int,
+        *,
+        error_type: str | None = None,
+        message: str | None = None,
+        retry_after: float | None = None,
+    ) -> Reply:
         """An HTTP error with the API's JSON error body, plus ``retry-after`` if given."""
         fallback = "api_error" if status >= 500 else "invalid_request_error"
         kind = error_type or _ERROR_TYPES.get(status, fallback)
-        return cls(kind="error", status=status, error_type=kind, message=message or f"fake {kind}",
-                   retry_after=retry_after)
+        return cls(
+            kind="error",
+            status=status,
+            error_type=kind,
+            message=message or f"fake {kind}",
+            retry_after=retry_after,
+        )
 
     @classmethod
-    def stall(cls, *, after_deltas: int = 0, before_headers: bool = False, seconds: float = 60.0,
-              deltas: Sequence[str] = _DEFAULT_DELTAS) -> Reply:
+    def stall(
+        cls,
+        *,
+        after_deltas: int = 0,
+        before_headers: bool = False,
+        seconds: float = 60.0,
+        deltas: Sequence[str] = _DEFAULT_DELTAS,
+    ) -> Reply:
         """Go silent after ``after_deltas`` text deltas, keeping the connection open (with
         ``before_headers``: send no response at all). After ``seconds`` the connection is
         dropped. A client hanging up first is recorded in ``client_closed_at``."""
-        return cls(kind="stall", after_deltas=after_deltas, before_headers=before_headers,
-                   stall_s=seconds, deltas=tuple(deltas))
+        return cls(
+            kind="stall",
+            after_deltas=after_deltas,
+            before_headers=before_headers,
+            stall_s=seconds,
+            deltas=tuple(deltas),
+        )
 
     @classmethod
     def cut(cls, *, after_deltas: int = 1, deltas: Sequence[str] = _DEFAULT_DELTAS) -> Reply:
@@ -89,11 +130,22 @@ class Reply:
         return cls(kind="cut", after_deltas=after_deltas, deltas=tuple(deltas))
 
     @classmethod
-    def sse_error(cls, error_type: str = "overloaded_error", *, after_deltas: int = 0,
-                  message: str | None = None, deltas: Sequence[str] = _DEFAULT_DELTAS) -> Reply:
+    def sse_error(
+        cls,
+        error_type: str = "overloaded_error",
+        *,
+        after_deltas: int = 0,
+        message: str | None = None,
+        deltas: Sequence[str] = _DEFAULT_DELTAS,
+    ) -> Reply:
         """A 200 stream: ``after_deltas`` text deltas, then ``event: error``, then the end."""
-        return cls(kind="sse_error", error_type=error_type, after_deltas=after_deltas,
-                   message=message or f"fake {error_type}", deltas=tuple(deltas))
+        return cls(
+            kind="sse_error",
+            error_type=error_type,
+            after_deltas=after_deltas,
+            message=message or f"fake {error_type}",
+            deltas=tuple(deltas),
+        )
 
     def sent_deltas(self) -> tuple[str, ...]:
         """The text deltas this reply streams before it ends (or stalls, or breaks)."""
@@ -249,8 +301,9 @@ class FakeAnthropic:
 class _Exchange:
     """Plays one reply to one recorded request."""
 
-    def __init__(self, record: RecordedRequest, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, record: RecordedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.record, self.reply, self.writer = record, record.reply, writer
         # The client sends nothing after its request, so a read that completes means a hang-up.
         self.hangup: asyncio.Future[bytes] = asyncio.ensure_future(reader.read(1))
@@ -288,12 +341,14 @@ class _Exchange:
             if reply.kind == "error":
                 after = reply.retry_after
                 retry = {} if after is None else {"retry-after": f"{after:g}"}
-                _write_json(self.writer, reply.status,
-                            _error_body(reply.error_type, reply.message), retry)
+                _write_json(self.writer, reply.status, _error_body(reply.error_type, reply.message), retry)
                 self._complete()
             elif not streamed:  # the service only streams, so the fake only scripts streams
-                _write_json(self.writer, 400, _error_body(
-                    "invalid_request_error", "this fake serves stream=true only"))
+                _write_json(
+                    self.writer,
+                    400,
+                    _error_body("invalid_request_error", "this fake serves stream=true only"),
+                )
                 self._complete()
             elif reply.kind == "stall" and reply.before_headers:
                 if await self._pause(reply.stall_s):
@@ -308,21 +363,45 @@ class _Exchange:
 
     async def _stream(self, deltas: tuple[str, ...]) -> None:
         reply, writer = self.reply, self.writer
-        writer.write(_head(200, {"content-type": "text/event-stream; charset=utf-8",
-                                 "cache-control": "no-cache", "transfer-encoding": "chunked"}))
+        writer.write(
+            _head(
+                200,
+                {
+                    "content-type": "text/event-stream; charset=utf-8",
+                    "cache-control": "no-cache",
+                    "transfer-encoding": "chunked",
+                },
+            )
+        )
         model = self.record.body.get("model", "claude-fake")
-        self._event("message_start", {"type": "message_start", "message": {
-            "id": f"msg_fake_{time.monotonic_ns()}", "type": "message", "role": "assistant",
-            "model": model, "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1}}})
-        self._event("content_block_start", {"type": "content_block_start", "index": 0,
-                                            "content_block": {"type": "text", "text": ""}})
+        self._event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": f"msg_fake_{time.monotonic_ns()}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1},
+                },
+            },
+        )
+        self._event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         self._event("ping", {"type": "ping"})
         for text in deltas:
             if not await self._pause(reply.delay):
                 return
-            self._event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                "delta": {"type": "text_delta", "text": text}})
+            self._event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+            )
             await writer.drain()
         if reply.kind in ("stall", "cut"):
             if reply.kind == "cut" or await self._pause(reply.stall_s):
@@ -332,11 +411,16 @@ class _Exchange:
             self._event("error", _error_body(reply.error_type, reply.message))
         else:
             self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            self._event("message_delta", {
-                "type": "message_delta",
-                "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": len(deltas) if reply.output_tokens is None
-                          else reply.output_tokens}})
+            self._event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+                    "usage": {
+                        "output_tokens": len(deltas) if reply.output_tokens is None else reply.output_tokens
+                    },
+                },
+            )
             self._event("message_stop", {"type": "message_stop"})
         if not self.hangup.done():
             writer.write(b"0\r\n\r\n")  # the last chunk: the body is complete
@@ -366,17 +450,25 @@ async def _read_request(
 
 def _head(status: int, headers: dict[str, str]) -> bytes:
     reason = "Overloaded" if status == 529 else HTTPStatus(status).phrase  # 529 is Anthropic's
-    lines = [f"HTTP/1.1 {status} {reason}", "connection: close",
-             f"request-id: req_fake_{time.monotonic_ns()}"]
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "connection: close",
+        f"request-id: req_fake_{time.monotonic_ns()}",
+    ]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _write_json(writer: asyncio.StreamWriter, status: int, payload: Any,
-                headers: dict[str, str] | None = None) -> None:
+def _write_json(
+    writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str] | None = None
+) -> None:
     data = json.dumps(payload).encode()
-    writer.write(_head(status, {"content-type": "application/json",
-                                "content-length": str(len(data)), **(headers or {})}) + data)
+    writer.write(
+        _head(
+            status, {"content-type": "application/json", "content-length": str(len(data)), **(headers or {})}
+        )
+        + data
+    )
 
 
 def _error_body(error_type: str, message: str) -> dict[str, Any]:

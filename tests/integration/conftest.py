@@ -10,6 +10,9 @@ import pytest
 from app.config import load_settings
 from app.settings import Settings
 from app.store import QdrantStore, open_store
+from tests.fakes.anthropic_server import fake_anthropic
+
+__all__ = ["fake_anthropic"]  # the fixture, found by name in this folder's tests
 
 
 @pytest.fixture

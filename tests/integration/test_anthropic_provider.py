@@ -17,14 +17,10 @@ import pytest
 
 from app.errors import ProviderError
 from app.generation.anthropic import AnthropicProvider
-from app.generation.base import Message, Prompt, TextDelta, Usage
+from app.generation.base import TextDelta, Usage
+from app.prompting import Message, Prompt
 from app.settings import GenerationSettings
-from tests.fakes.anthropic_server import (  # fake_anthropic: the fixture, used by name
-    FakeAnthropic,
-    Reply,
-    closed_port_url,
-    fake_anthropic,  # noqa: F401
-)
+from tests.fakes.anthropic_server import FakeAnthropic, Reply, closed_port_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 
@@ -79,7 +75,7 @@ async def collect(provider: AnthropicProvider) -> tuple[list[str], list[Usage]]:
 
 async def fail(provider: AnthropicProvider, texts: list[str] | None = None) -> ProviderError:
     """Run the stream to its ProviderError, keeping any text that came first in ``texts``."""
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(ProviderError) as caught:  # noqa: PT012 - the error comes mid-stream
         async for item in provider.stream(PROMPT):
             if isinstance(item, TextDelta) and texts is not None:
                 texts.append(item.text)
@@ -148,13 +144,16 @@ async def test_without_retry_after_the_backoff_doubles(
 
     await collect(make_provider(retry_backoff_s=0.15))
 
-    first_wait, second_wait = (b.received_at - a.received_at for a, b in
-                               zip(fake_anthropic.requests, fake_anthropic.requests[1:]))
+    first_wait, second_wait = (
+        b.received_at - a.received_at
+        for a, b in zip(fake_anthropic.requests, fake_anthropic.requests[1:], strict=False)
+    )
     assert 0.15 <= first_wait < 0.3 <= second_wait < 0.5
 
 
-@pytest.mark.parametrize(("status", "code"), [(429, "rate_limited"), (529, "overloaded"),
-                                              (500, "upstream_error")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(429, "rate_limited"), (529, "overloaded"), (500, "upstream_error")]
+)
 async def test_when_retries_run_out_the_last_error_is_raised_as_retryable(
     fake_anthropic: FakeAnthropic, make_provider: MakeProvider, status: int, code: str
 ) -> None:
@@ -180,8 +179,10 @@ async def test_retry_after_beyond_the_total_budget_fails_at_once(
     assert len(fake_anthropic.requests) == 1
 
 
-@pytest.mark.parametrize(("status", "code"), [(400, "bad_request"), (401, "provider_auth"),
-                                              (403, "provider_auth"), (404, "model_not_found")])
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "bad_request"), (401, "provider_auth"), (403, "provider_auth"), (404, "model_not_found")],
+)
 async def test_client_errors_are_not_retried(
     fake_anthropic: FakeAnthropic, make_provider: MakeProvider, status: int, code: str
 ) -> None:
@@ -372,7 +373,7 @@ def unanswered_url() -> Iterator[str]:
     for filler in fillers:
         filler.setblocking(False)
         filler.connect_ex(listener.getsockname())
-    yield "http://127.0.0.1:%d" % listener.getsockname()[1]
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     for sock in [*fillers, listener]:
         sock.close()
 
@@ -381,8 +382,11 @@ async def test_a_connection_that_is_never_accepted_hits_the_connect_timeout(
     make_provider: MakeProvider, unanswered_url: str
 ) -> None:
     started = time.monotonic()
-    error = await fail(make_provider(base_url=unanswered_url, connect_timeout_s=0.2,
-                                     first_token_timeout_s=1.0, max_retries=0))
+    error = await fail(
+        make_provider(
+            base_url=unanswered_url, connect_timeout_s=0.2, first_token_timeout_s=1.0, max_retries=0
+        )
+    )
 
     assert (error.code, error.retryable) == ("timeout", True)
     assert "connect timeout" in error.message

@@ -74,7 +74,10 @@ def test_every_judged_query_is_scored_with_per_stage_latency(english) -> None:
         # One corpus entry is one document; these passages are short enough for one chunk each.
         assert report.chunks == report.corpus
         assert set(report.latency_ms) == set(STAGES)
-        assert all(summary.n == report.queries and summary.p95 >= summary.p50 >= 0 for summary in report.latency_ms.values())
+        assert all(
+            summary.n == report.queries and summary.p95 >= summary.p50 >= 0
+            for summary in report.latency_ms.values()
+        )
         for value in (report.ndcg_at_10, report.recall_at_10, report.mrr_at_10, report.fused.ndcg_at_10):
             assert 0.0 <= value <= 1.0
 
@@ -98,7 +101,16 @@ def run_cli(*args: str) -> dict | list:
 
 
 def test_kb_eval_json_on_a_beir_set_reports_the_promised_keys(tmp_path: Path) -> None:
-    report = run_cli(str(EVAL_DATA / "de-kb"), "--json", "--mode", "hybrid", "--limit-queries", "10", "--keep-data", str(tmp_path))
+    report = run_cli(
+        str(EVAL_DATA / "de-kb"),
+        "--json",
+        "--mode",
+        "hybrid",
+        "--limit-queries",
+        "10",
+        "--keep-data",
+        str(tmp_path),
+    )
 
     assert {"queries", "ndcg@10", "recall@10", "mrr@10", "latency_ms"} <= set(report)
     assert report["queries"] == 10
@@ -130,7 +142,9 @@ def test_a_qa_sets_documents_can_live_elsewhere(tmp_path: Path) -> None:
     questions = tmp_path / "questions.jsonl"
     questions.write_bytes((EVAL_DATA / "qa-mini" / "questions.jsonl").read_bytes())
 
-    report = run_cli(str(tmp_path), "--docs", str(EVAL_DATA / "qa-mini" / "docs"), "--json", "--limit-queries", "3")
+    report = run_cli(
+        str(tmp_path), "--docs", str(EVAL_DATA / "qa-mini" / "docs"), "--json", "--limit-queries", "3"
+    )
 
     assert report["kind"] == "qa"
     assert report["queries"] == 3
@@ -138,6 +152,8 @@ def test_a_qa_sets_documents_can_live_elsewhere(tmp_path: Path) -> None:
 
 
 def test_docs_is_refused_for_a_beir_set() -> None:
-    result = CliRunner().invoke(cli, ["eval", str(EVAL_DATA / "de-kb"), "--docs", str(EVAL_DATA / "qa-mini" / "docs")])
+    result = CliRunner().invoke(
+        cli, ["eval", str(EVAL_DATA / "de-kb"), "--docs", str(EVAL_DATA / "qa-mini" / "docs")]
+    )
     assert result.exit_code == 2
     assert "--docs is for QA sets" in result.output

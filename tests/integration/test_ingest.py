@@ -33,13 +33,15 @@ def make_ingestor(store: QdrantStore, embedder, settings: Settings) -> Ingestor:
 
 def assert_consistent(store: QdrantStore) -> None:
     """Every document has exactly one complete version: no stale, no duplicate, no missing chunk."""
-    for doc_id, state in store.document_states().items():
+    for _doc_id, state in store.document_states().items():
         assert len(state.points) == 1, f"{state.source} has several versions: {state.points}"
         (doc_hash,) = state.points
         assert state.is_complete(doc_hash), f"{state.source} is incomplete"
 
 
-def test_mixed_folder_ingests_good_files_and_reports_the_corrupt_pdf(corpus: Path, store, embedder, settings) -> None:
+def test_mixed_folder_ingests_good_files_and_reports_the_corrupt_pdf(
+    corpus: Path, store, embedder, settings
+) -> None:
     report = make_ingestor(store, embedder, settings).ingest_paths([corpus])
 
     assert [f.path for f in report.failed] == ["kb-docs/broken.pdf"]
@@ -63,7 +65,9 @@ def test_payload_carries_what_retrieval_and_citations_need(corpus: Path, store, 
         assert all(field in p.payload for p in points)
 
 
-def test_second_run_reports_unchanged_and_computes_no_embeddings(corpus: Path, store, embedder, settings) -> None:
+def test_second_run_reports_unchanged_and_computes_no_embeddings(
+    corpus: Path, store, embedder, settings
+) -> None:
     ingestor = make_ingestor(store, embedder, settings)
     first = ingestor.ingest_paths([corpus])
     second = ingestor.ingest_paths([corpus])
@@ -74,7 +78,9 @@ def test_second_run_reports_unchanged_and_computes_no_embeddings(corpus: Path, s
     assert store.count() == first.chunks_written
 
 
-def test_editing_one_file_re_embeds_only_that_file_and_leaves_no_stale_chunk(corpus: Path, store, embedder, settings) -> None:
+def test_editing_one_file_re_embeds_only_that_file_and_leaves_no_stale_chunk(
+    corpus: Path, store, embedder, settings
+) -> None:
     ingestor = make_ingestor(store, embedder, settings)
     ingestor.ingest_paths([corpus])
     notes = corpus / "notes.txt"
@@ -107,7 +113,9 @@ def test_prune_removes_documents_whose_file_is_gone(corpus: Path, store, embedde
     assert_consistent(store)
 
 
-def test_prune_leaves_documents_of_other_roots_alone(corpus: Path, tmp_path: Path, store, embedder, settings) -> None:
+def test_prune_leaves_documents_of_other_roots_alone(
+    corpus: Path, tmp_path: Path, store, embedder, settings
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "faq.md").write_text("# FAQ\n\nAnswers live here.\n")
@@ -122,13 +130,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(corpus: Path, store, embedde
     report = make_ingestor(store, embedder, settings).ingest_paths([corpus], dry_run=True)
     assert report.dry_run and report.new == 4
     assert {step["source"] for step in report.plan if step["action"] == "new"} == {
-        "kb-docs/guide.md", "kb-docs/notes.txt", "kb-docs/page.html", "kb-docs/manual.pdf"
+        "kb-docs/guide.md",
+        "kb-docs/notes.txt",
+        "kb-docs/page.html",
+        "kb-docs/manual.pdf",
     }
     assert store.count() == 0
     assert report.embeddings_computed == 0
 
 
-def test_interrupted_version_change_is_completed_without_duplicates(corpus: Path, store, embedder, settings) -> None:
+def test_interrupted_version_change_is_completed_without_duplicates(
+    corpus: Path, store, embedder, settings
+) -> None:
     """Old version complete + part of the new one written (a kill between batches)."""
     ingestor = make_ingestor(store, embedder, settings)
     ingestor.ingest_paths([corpus])
@@ -136,10 +149,16 @@ def test_interrupted_version_change_is_completed_without_duplicates(corpus: Path
     guide.write_text(guide.read_text() + "\n\n## Appendix\n\nA new section about backups and restores.\n")
     new_hash_records = ingestor._records(  # what the next run would write for the new version
         __import__("ingest.loaders", fromlist=["load_document"]).load_document(guide),
-        "kb-docs/guide.md", doc_id_for("kb-docs/guide.md"), "partial-version",
+        "kb-docs/guide.md",
+        doc_id_for("kb-docs/guide.md"),
+        "partial-version",
     )
     partial = new_hash_records[:1]
-    store.upsert(partial, embedder.embed([r.embedding_text() for r in partial]), [ingestor.lexical.encode_document(r.text) for r in partial])
+    store.upsert(
+        partial,
+        embedder.embed([r.embedding_text() for r in partial]),
+        [ingestor.lexical.encode_document(r.text) for r in partial],
+    )
     assert len(store.document_states()[doc_id_for("kb-docs/guide.md")].points) == 2
 
     report = ingestor.ingest_paths([corpus])
@@ -159,7 +178,17 @@ def test_cli_exits_non_zero_and_names_the_bad_file(corpus: Path, tmp_path: Path,
     result = CliRunner().invoke(cli, ["ingest", str(corpus), "--json"])
     assert result.exit_code == 1, result.output
     summary = msgspec.json.decode(result.stdout)
-    for key in ("files_seen", "new", "changed", "unchanged", "failed", "pruned", "chunks_written", "seconds", "chunks_per_second"):
+    for key in (
+        "files_seen",
+        "new",
+        "changed",
+        "unchanged",
+        "failed",
+        "pruned",
+        "chunks_written",
+        "seconds",
+        "chunks_per_second",
+    ):
         assert key in summary
     assert summary["failed"][0]["path"] == "kb-docs/broken.pdf"
 
@@ -167,7 +196,9 @@ def test_cli_exits_non_zero_and_names_the_bad_file(corpus: Path, tmp_path: Path,
     assert "unchanged 4" in again.output
 
 
-def test_cli_fails_at_once_when_the_embedded_store_is_held(corpus: Path, tmp_path: Path, monkeypatch, settings) -> None:
+def test_cli_fails_at_once_when_the_embedded_store_is_held(
+    corpus: Path, tmp_path: Path, monkeypatch, settings
+) -> None:
     from app.store import open_store
 
     monkeypatch.setenv("KB_DATA_DIR", settings.data_dir)

@@ -25,14 +25,24 @@ def write_corpus(root: Path, files: int = 40) -> None:
         paragraphs = [
             " ".join(f"{WORDS[(n + i + j) % len(WORDS)]}{n}" for j in range(60)) + "." for i in range(4)
         ]
-        (root / f"doc{n:03d}.md").write_text(f"# Document {n}\n\n## Part\n\n" + "\n\n".join(paragraphs) + "\n")
+        (root / f"doc{n:03d}.md").write_text(
+            f"# Document {n}\n\n## Part\n\n" + "\n\n".join(paragraphs) + "\n"
+        )
 
 
 def start_ingest(corpus: Path, data_dir: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "KB_DATA_DIR": str(data_dir), "KB_INGEST__ENCODE_BATCH_SIZE": "16", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "KB_DATA_DIR": str(data_dir),
+        "KB_INGEST__ENCODE_BATCH_SIZE": "16",
+        "HF_HUB_OFFLINE": "1",
+    }
     return subprocess.Popen(
         [sys.executable, "-c", "from app.cli import main; main()", "ingest", str(corpus)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -52,7 +62,9 @@ def wait_for_progress(process: subprocess.Popen[str], files: int, timeout: float
 def finish_and_check(corpus: Path, settings, embedder) -> None:
     store = open_store(settings)
     try:
-        report = Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest).ingest_paths([corpus])
+        report = Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest).ingest_paths(
+            [corpus]
+        )
         assert report.unchanged > 0, "the killed run should have finished some documents"
         assert report.new + report.changed > 0, "the kill should have left work for this run"
         assert report.unchanged + report.new + report.changed == 40
@@ -79,7 +91,9 @@ def test_sigkill_mid_run_then_rerun_completes_without_duplicates(tmp_path: Path,
     finish_and_check(corpus, settings, embedder)
 
 
-def test_ctrl_c_stops_cleanly_with_exit_130_and_the_rerun_finishes(tmp_path: Path, settings, embedder) -> None:
+def test_ctrl_c_stops_cleanly_with_exit_130_and_the_rerun_finishes(
+    tmp_path: Path, settings, embedder
+) -> None:
     corpus = tmp_path / "corpus"
     write_corpus(corpus)
     process = start_ingest(corpus, Path(settings.data_dir))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from app.lexical import LexicalEncoder
 from app.retrieval import Retriever
+from app.retrieval.bm25 import LexicalEncoder
 from app.settings import Settings
 from app.store import QdrantStore
 from tests.factories import chunk_record
@@ -49,7 +49,9 @@ def filled(store: QdrantStore, embedder) -> QdrantStore:
     return store
 
 
-def lexical_scores(store: QdrantStore, embedder, settings: Settings, **retrieval: object) -> dict[str, float | None]:
+def lexical_scores(
+    store: QdrantStore, embedder, settings: Settings, **retrieval: object
+) -> dict[str, float | None]:
     retriever = Retriever(store, embedder, msgspec.structs.replace(settings.retrieval, **retrieval))
     try:
         candidates, timings = retriever.search(QUESTION)

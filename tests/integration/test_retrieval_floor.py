@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from app.lexical import LexicalEncoder
 from app.retrieval import Retriever
+from app.retrieval.bm25 import LexicalEncoder
 from app.store import QdrantStore
 from tests.factories import chunk_record
 
@@ -33,7 +33,9 @@ class FixedEmbedder:
         self.tokens_per_word = tokens_per_word
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([[1.0, 0.0, 0.0] if t == QUESTION else [0.0, 1.0, 0.0] for t in texts], dtype=np.float32)
+        return np.array(
+            [[1.0, 0.0, 0.0] if t == QUESTION else [0.0, 1.0, 0.0] for t in texts], dtype=np.float32
+        )
 
     def count(self, text: str) -> int:
         return self.tokens_per_word * len(text.split())
@@ -45,7 +47,9 @@ class FixedEmbedder:
 def retriever_over_one_document(store: QdrantStore, settings, tokens_per_word: int) -> Retriever:
     embedder = FixedEmbedder(tokens_per_word)
     store.ensure_collection(model_name=embedder.model_name, dimension=embedder.dimension)
-    record = chunk_record("7f9c2ba4-e88f-4b8e-9b1c-3a5d2f0e1a11", text=DOC, title="Database", source="ops/db.md")
+    record = chunk_record(
+        "7f9c2ba4-e88f-4b8e-9b1c-3a5d2f0e1a11", text=DOC, title="Database", source="ops/db.md"
+    )
     store.upsert([record], embedder.embed([DOC]), [LexicalEncoder().encode_document(record.embedding_text())])
     return Retriever(store, embedder, settings.retrieval)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from pathlib import Path
@@ -102,9 +103,7 @@ VARIED_TEXTS = {
     "3000-char word": "a" * 3000,
     "3000-char url": "https://example.com/"
     + "/".join(f"{_rng.choice(WORDS)}-{_rng.randint(0, 99999)}" for _ in range(200)),
-    "long alphanumeric words": " ".join(
-        "".join(_rng.choice(_ALNUM) for _ in range(90)) for _ in range(30)
-    ),
+    "long alphanumeric words": " ".join("".join(_rng.choice(_ALNUM) for _ in range(90)) for _ in range(30)),
     "no sentence punctuation": " ".join(f"{_rng.choice(WORDS)}{i}" for i in range(1500)),
     "cjk with punctuation": "".join(
         "".join(chr(_rng.randint(0x4E00, 0x4FFF)) for _ in range(_rng.randint(5, 40))) + "。"
@@ -250,7 +249,7 @@ def test_overlap_repeats_whole_trailing_sentences_within_overlap_tokens(embedder
 
     runs = sentence_runs(drafts, parts)
     assert len(runs) > 3
-    for (_, previous_end), (start, end) in zip(runs, runs[1:]):
+    for (_, previous_end), (start, end) in itertools.pairwise(runs):
         repeated = parts[start:previous_end]
         assert repeated, "every boundary between short sentences carries overlap"
         assert embedder.count(" ".join(repeated)) <= 20
@@ -357,8 +356,7 @@ class CountingTokenizer:
 
 def test_tokenizes_each_section_once_and_counts_each_draft_once(embedder: Embedder) -> None:
     sections = [
-        Section(heading_path=("Guide", f"Part {i}"), text=" ".join(sentences(80, seed=i)))
-        for i in range(3)
+        Section(heading_path=("Guide", f"Part {i}"), text=" ".join(sentences(80, seed=i))) for i in range(3)
     ]
     counter = CountingTokenizer(embedder)
     drafts = chunk_document(document(*sections), counter, max_tokens=64)

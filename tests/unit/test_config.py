@@ -78,7 +78,10 @@ def test_secrets_come_only_from_the_environment(tmp_path: Path) -> None:
     write(tmp_path, "default.toml", '[secrets]\nanthropic_api_key = "sk-in-a-file"\n')
     with pytest.raises(ConfigError, match="secrets"):
         load_settings(environ={}, config_dir=tmp_path)
-    settings = load_settings(environ={"ANTHROPIC_API_KEY": "sk-test", "QDRANT_URL": "http://q:6333"}, config_dir=Path("/nonexistent"))
+    settings = load_settings(
+        environ={"ANTHROPIC_API_KEY": "sk-test", "QDRANT_URL": "http://q:6333"},
+        config_dir=Path("/nonexistent"),
+    )
     assert settings.secrets.anthropic_api_key == "sk-test"
     assert "sk-test" not in repr(settings.secrets)
 
@@ -86,7 +89,9 @@ def test_secrets_come_only_from_the_environment(tmp_path: Path) -> None:
 def test_several_workers_need_a_qdrant_server(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="QDRANT_URL"):
         load_settings(environ={"KB_SERVER__WORKERS": "2"}, config_dir=tmp_path)
-    settings = load_settings(environ={"KB_SERVER__WORKERS": "2", "QDRANT_URL": "http://q:6333"}, config_dir=tmp_path)
+    settings = load_settings(
+        environ={"KB_SERVER__WORKERS": "2", "QDRANT_URL": "http://q:6333"}, config_dir=tmp_path
+    )
     assert settings.server.workers == 2
 
 

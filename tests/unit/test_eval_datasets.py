@@ -159,9 +159,7 @@ def test_load_qa_reads_questions_with_gold_answers(tmp_path: Path) -> None:
         ("not json", "line 2"),
     ],
 )
-def test_load_qa_names_file_and_line_of_a_bad_item(
-    tmp_path: Path, second_line: str, complaint: str
-) -> None:
+def test_load_qa_names_file_and_line_of_a_bad_item(tmp_path: Path, second_line: str, complaint: str) -> None:
     path = tmp_path / "questions.jsonl"
     path.write_text(
         '{"id": "1", "question": "Q?", "answers": ["A"]}\n' + second_line + "\n", encoding="utf-8"

@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from app.expansion import DocumentFrequencies, TermStatistics, expand_query
-from app.lexical import LexicalEncoder, SparseTerms
+from app.records import SearchHit, SparseTerms
 from app.retrieval import Retriever
+from app.retrieval.bm25 import LexicalEncoder
+from app.retrieval.expansion import DocumentFrequencies, TermStatistics, expand_query
 from app.settings import RetrievalSettings
-from app.store import SearchHit
 from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit
@@ -29,7 +29,9 @@ def vector(weights: dict[int, float]) -> SparseTerms:
 
 
 def test_idf_follows_qdrants_formula_on_the_sample() -> None:
-    frequencies = DocumentFrequencies.of([vector({7: 1.0, 8: 1.0}), vector({7: 1.0}), vector({9: 1.0}), vector({})])
+    frequencies = DocumentFrequencies.of(
+        [vector({7: 1.0, 8: 1.0}), vector({7: 1.0}), vector({9: 1.0}), vector({})]
+    )
     assert frequencies.documents == 4
     assert frequencies.idf(7) == pytest.approx(math.log((4 - 2 + 0.5) / (2 + 0.5) + 1))
     assert frequencies.idf(8) == pytest.approx(math.log((4 - 1 + 0.5) / (1 + 0.5) + 1))
@@ -193,13 +195,17 @@ def dense_hits(cosine: float = 0.8) -> list[SearchHit]:
     return [
         SearchHit(
             record=chunk_record(f"p{n}", text=text, title="Backups", source=f"ops/{n}.md"),
-            score=cosine, vector=np.zeros(3, dtype=np.float32), sparse=encoder.encode_document(text),
+            score=cosine,
+            vector=np.zeros(3, dtype=np.float32),
+            sparse=encoder.encode_document(text),
         )
         for n, text in enumerate(texts)
     ]
 
 
-def expanded(question: str, *, pieces: float = 1.2, store: SampledStore | None = None, cosine: float = 0.8) -> bool:
+def expanded(
+    question: str, *, pieces: float = 1.2, store: SampledStore | None = None, cosine: float = 0.8
+) -> bool:
     retriever = Retriever(store or SampledStore(), PiecesPerWord(pieces), RetrievalSettings())  # type: ignore[arg-type]
     try:
         query = LexicalEncoder().encode_query(question)

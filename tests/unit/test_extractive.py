@@ -6,12 +6,13 @@ import re
 
 import pytest
 
-from app.generation.base import Message, ModelProvider, Prompt, RetrievalStatus, TextDelta, Usage
+from app.generation.base import ModelProvider, TextDelta, Usage
 from app.generation.extractive import ExtractiveProvider
 from app.postprocess import extract_citations
-from app.records import ScoredChunk
+from app.prompting import Message, Prompt
+from app.records import RetrievalStatus, ScoredChunk
 from app.settings import GenerationSettings
-from app.tokens import ClaudeTokenEstimate
+from app.text.tokens import ClaudeTokenEstimate
 from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit

@@ -7,12 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from app.fusion import dense_weight_for, dense_weight_for_length, fuse, has_identifier, tokens_per_word
-from app.lexical import LexicalEncoder
-from app.records import ChunkRecord
+from app.records import ChunkRecord, SearchHit
 from app.retrieval import Retriever
+from app.retrieval.bm25 import LexicalEncoder
+from app.retrieval.fusion import (
+    dense_weight_for,
+    dense_weight_for_length,
+    fuse,
+    has_identifier,
+    tokens_per_word,
+)
 from app.settings import RetrievalSettings
-from app.store import SearchHit
 
 pytestmark = pytest.mark.unit
 
@@ -21,8 +26,16 @@ DIM = 8
 
 def record(name: str, text: str = "") -> ChunkRecord:
     return ChunkRecord(
-        point_id=name, doc_id=name, source=name, title=name, chunk_index=0, chunk_count=1,
-        text=text or f"text of {name}", doc_hash="h", text_hash=name, ingested_at="2024-01-01T00:00:00Z",
+        point_id=name,
+        doc_id=name,
+        source=name,
+        title=name,
+        chunk_index=0,
+        chunk_count=1,
+        text=text or f"text of {name}",
+        doc_hash="h",
+        text_hash=name,
+        ingested_at="2024-01-01T00:00:00Z",
     )
 
 
@@ -52,7 +65,10 @@ def dense_pool(cosines: dict[str, float]) -> dict[str, SearchHit]:
 
 
 def lexical(pool: dict[str, SearchHit], scores: dict[str, float]) -> list[SearchHit]:
-    hits = [SearchHit(record=pool[name].record, score=score, vector=pool[name].vector) for name, score in scores.items()]
+    hits = [
+        SearchHit(record=pool[name].record, score=score, vector=pool[name].vector)
+        for name, score in scores.items()
+    ]
     return sorted(hits, key=lambda h: -h.score)
 
 
@@ -76,7 +92,9 @@ def test_confident_dense_ranking_survives_a_flat_unsure_lexical_list() -> None:
 def test_exact_identifier_match_wins_when_the_query_is_opaque_to_the_model() -> None:
     # "E6305": the model sees near-identical error pages (cosines within 0.02); one page alone
     # contains the code, and BM25 says so loudly.
-    pool = dense_pool({"E6350": 0.62, "E6035": 0.61, "E6305": 0.60, "other1": 0.35, "other2": 0.30, "other3": 0.22})
+    pool = dense_pool(
+        {"E6350": 0.62, "E6035": 0.61, "E6305": 0.60, "other1": 0.35, "other2": 0.30, "other3": 0.22}
+    )
     bm25 = lexical(pool, {"E6305": 14.0, "other1": 2.0})
 
     fused = fuse(list(pool.values()), bm25, QUERY, dense_weight=0.2)
@@ -161,7 +179,8 @@ def test_tokens_per_word_counts_model_tokens_over_words() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["E6305", "what does ERR-4471 mean", "x86_64 build fails", "getUserById", "max_retries", "order 1234567"]
+    "text",
+    ["E6305", "what does ERR-4471 mean", "x86_64 build fails", "getUserById", "max_retries", "order 1234567"],
 )
 def test_identifiers_are_recognised(text: str) -> None:
     assert has_identifier(text)
@@ -170,8 +189,16 @@ def test_identifiers_are_recognised(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "films from 1991", "Which U.S. state", "part of _____.", "civic-military airports", "Formula 1 drivers",
-        "Überfahrt", "why did the us enter ww1", "headquarters of the MI6", "5G rollout", "vitamin B12",
+        "films from 1991",
+        "Which U.S. state",
+        "part of _____.",
+        "civic-military airports",
+        "Formula 1 drivers",
+        "Überfahrt",
+        "why did the us enter ww1",
+        "headquarters of the MI6",
+        "5G rollout",
+        "vitamin B12",
     ],
 )
 def test_ordinary_words_years_and_abbreviations_are_not_identifiers(text: str) -> None:
@@ -220,7 +247,9 @@ def test_long_specific_questions_lean_on_bm25() -> None:
 
 
 def test_dense_weight_falls_linearly_with_question_length() -> None:
-    weights = [dense_weight_for_length(n, short=4, long=8, short_weight=0.9, long_weight=0.5) for n in range(1, 11)]
+    weights = [
+        dense_weight_for_length(n, short=4, long=8, short_weight=0.9, long_weight=0.5) for n in range(1, 11)
+    ]
     assert weights[:4] == [0.9] * 4
     assert weights[5] == pytest.approx(0.7)  # 6 terms: half way
     assert weights[7:] == [0.5] * 3

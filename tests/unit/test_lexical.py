@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.lexical import LexicalEncoder, terms
+from app.retrieval.bm25 import LexicalEncoder, terms
 
 pytestmark = pytest.mark.unit
 

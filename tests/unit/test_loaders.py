@@ -215,10 +215,7 @@ def test_html_title_falls_back_to_first_h1_then_the_stem() -> None:
 
 
 def test_html_keeps_an_article_header_with_its_heading() -> None:
-    source = (
-        "<body><header>Site</header>"
-        "<article><header><h1>Post</h1></header><p>Body.</p></article></body>"
-    )
+    source = "<body><header>Site</header><article><header><h1>Post</h1></header><p>Body.</p></article></body>"
 
     assert paths_and_texts(load("post.html", source)) == [(("Post",), "Body.")]
 
@@ -306,9 +303,7 @@ def test_pdf_encrypted_with_an_empty_user_password_is_readable() -> None:
         ("page.html", b"<p>\xff\xfe\xfa</p>", "not valid UTF-8 text"),
     ],
 )
-def test_undecodable_or_binary_text_files_are_load_errors(
-    name: str, data: bytes, reason: str
-) -> None:
+def test_undecodable_or_binary_text_files_are_load_errors(name: str, data: bytes, reason: str) -> None:
     with pytest.raises(LoadError) as raised:
         load(name, data)
     assert raised.value.message == reason

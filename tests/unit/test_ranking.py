@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from app.ranking import fit_to_budget, rank, split_sentences
+from app.ranking import fit_to_budget, rank
 from app.records import ScoredChunk
-from app.tokens import ClaudeTokenEstimate
+from app.text.sentences import split_sentences
+from app.text.tokens import ClaudeTokenEstimate
 from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit
@@ -27,12 +28,12 @@ def chunk(
     text: str | None = None,
 ) -> ScoredChunk:
     record = chunk_record(
-        name, text=text if text is not None else f"Distinct text about {name} number {score}.",
-        title=name.title(), source=f"/kb/{name}.md",
+        name,
+        text=text if text is not None else f"Distinct text about {name} number {score}.",
+        title=name.title(),
+        source=f"/kb/{name}.md",
     )
-    return ScoredChunk(
-        record=record, score=score, dense_score=dense, lexical_score=lexical, vector=vector
-    )
+    return ScoredChunk(record=record, score=score, dense_score=dense, lexical_score=lexical, vector=vector)
 
 
 def at_angle(degrees: float) -> tuple[float, float, float]:
@@ -205,9 +206,7 @@ def test_top_k_limits_the_result() -> None:
 
 def test_returns_the_candidate_objects_themselves() -> None:
     candidates = [chunk("a", 0.9), chunk("b", 0.8)]
-    result = rank(
-        candidates, top_k=2, relevance_floor=FLOOR, mmr_lambda=0.75, duplicate_threshold=0.95
-    )
+    result = rank(candidates, top_k=2, relevance_floor=FLOOR, mmr_lambda=0.75, duplicate_threshold=0.95)
     assert result[0] is candidates[0] and result[1] is candidates[1]
 
 
@@ -282,9 +281,7 @@ def test_nothing_fits_a_zero_budget() -> None:
     assert fit_to_budget([sentences_chunk("a", 2)], 0, words) == []
 
 
-@pytest.mark.parametrize(
-    "counter", [words, ClaudeTokenEstimate().count], ids=["words", "claude-estimate"]
-)
+@pytest.mark.parametrize("counter", [words, ClaudeTokenEstimate().count], ids=["words", "claude-estimate"])
 def test_the_budget_is_never_exceeded(counter: Callable[[str], int]) -> None:
     texts = [
         PARAGRAPH,
@@ -299,7 +296,7 @@ def test_the_budget_is_never_exceeded(counter: Callable[[str], int]) -> None:
             kept = fit_to_budget(chunks, budget, counter, per_chunk_overhead=overhead)
             total = sum(counter(c.record.text) + overhead for c in kept)
             assert total <= budget
-            for original, got in zip(chunks, kept):
+            for original, got in zip(chunks, kept, strict=False):
                 assert original.record.text.startswith(got.record.text)
             # Only the last chunk may be cut: everything before it is whole.
-            assert all(g.record.text == o.record.text for o, g in zip(chunks, kept[:-1]))
+            assert all(g.record.text == o.record.text for o, g in zip(chunks, kept[:-1], strict=False))

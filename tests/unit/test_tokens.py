@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from app.tokens import ClaudeTokenEstimate, TokenCount
+from app.text.tokens import ClaudeTokenEstimate, TokenCounter
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +23,7 @@ CODE = """def retry(fn, attempts=3):
             log.warning("retry %d/%d: %s", i + 1, attempts, exc)
     raise RuntimeError("gave up")
 """
-CJK = "知识库暂时无法搜索，请稍后再试。" "検索できませんでした。" "지식 베이스를 검색할 수 없습니다."
+CJK = "知识库暂时无法搜索，请稍后再试。検索できませんでした。지식 베이스를 검색할 수 없습니다."
 MIXED = "Der Schlüssel wird über die Konsole rotiert — danach gilt der alte noch 24 Stunden."
 
 estimate = ClaudeTokenEstimate()
@@ -39,14 +39,12 @@ def test_empty_text_is_zero_tokens() -> None:
 
 
 def test_is_a_token_counter_and_a_plain_callable() -> None:
-    assert isinstance(estimate, TokenCount)
+    assert isinstance(estimate, TokenCounter)
     as_callable: Callable[[str], int] = estimate
     assert as_callable(ENGLISH) == estimate.count(ENGLISH)
 
 
-@pytest.mark.parametrize(
-    "text", [ENGLISH, CODE, CJK, MIXED], ids=["english", "code", "cjk", "mixed"]
-)
+@pytest.mark.parametrize("text", [ENGLISH, CODE, CJK, MIXED], ids=["english", "code", "cjk", "mixed"])
 def test_never_fewer_than_whitespace_words_or_a_token_per_four_characters(text: str) -> None:
     assert estimate.count(text) >= len(text.split())
     assert estimate.count(text) >= len(text) / 4

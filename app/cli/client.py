@@ -34,15 +34,26 @@ def parse_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
         yield SSEEvent(event, msgspec.json.decode("\n".join(data)))
 
 
-def stream_answer(base_url: str, body: dict[str, Any], *, timeout: float = 120.0, headers: dict[str, str] | None = None) -> Iterator[SSEEvent]:
-    with httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=5.0)) as client:
-        with client.stream("POST", "/ask", json=body, headers=headers or {}) as response:
-            if response.status_code != 200:
-                response.read()
-                try:
-                    error = response.json().get("error", {})
-                except ValueError:
-                    error = {"code": "http_error", "message": response.text}
-                yield SSEEvent("error", {"code": error.get("code"), "message": error.get("message"), "status": response.status_code})
-                return
-            yield from parse_sse(response.iter_lines())
+def stream_answer(
+    base_url: str, body: dict[str, Any], *, timeout: float = 120.0, headers: dict[str, str] | None = None
+) -> Iterator[SSEEvent]:
+    with (
+        httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=5.0)) as client,
+        client.stream("POST", "/ask", json=body, headers=headers or {}) as response,
+    ):
+        if response.status_code != 200:
+            response.read()
+            try:
+                error = response.json().get("error", {})
+            except ValueError:
+                error = {"code": "http_error", "message": response.text}
+            yield SSEEvent(
+                "error",
+                {
+                    "code": error.get("code"),
+                    "message": error.get("message"),
+                    "status": response.status_code,
+                },
+            )
+            return
+        yield from parse_sse(response.iter_lines())

@@ -24,12 +24,22 @@ __all__ = ["ingest_command"]
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@click.option("--include", multiple=True, help="Glob of files to include (repeatable; replaces the configured list).")
-@click.option("--exclude", multiple=True, help="Glob of files to exclude (repeatable; added to the configured list).")
+@click.option(
+    "--include", multiple=True, help="Glob of files to include (repeatable; replaces the configured list)."
+)
+@click.option(
+    "--exclude", multiple=True, help="Glob of files to exclude (repeatable; added to the configured list)."
+)
 @click.option("--collection", help="Collection to write to (default: store.collection).")
 def ingest_command(
-    paths: tuple[Path, ...], prune: bool, dry_run: bool, as_json: bool, quiet: bool,
-    include: tuple[str, ...], exclude: tuple[str, ...], collection: str | None,
+    paths: tuple[Path, ...],
+    prune: bool,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    collection: str | None,
 ) -> None:
     """Load, chunk, embed and store the documents under PATHS (files or folders)."""
     overrides: dict[str, dict[str, object]] = {}
@@ -50,7 +60,10 @@ def ingest_command(
     try:
         embedder = SentenceTransformerEmbedder(settings.embedding)
         ingestor = Ingestor(
-            store, embedder, chunking=settings.chunking, ingest=ingest_settings,
+            store,
+            embedder,
+            chunking=settings.chunking,
+            ingest=ingest_settings,
             progress=progress_for(quiet=quiet or as_json),
         )
         report = ingestor.ingest_paths(list(paths), prune=prune, dry_run=dry_run)
@@ -64,7 +77,10 @@ def ingest_command(
         if dry_run:
             for step in report.plan:
                 if step["action"] != "unchanged":
-                    click.echo(f"would {step['action']}: {step['source']}" + (f" ({step['chunks']} chunks)" if "chunks" in step else ""))
+                    click.echo(
+                        f"would {step['action']}: {step['source']}"
+                        + (f" ({step['chunks']} chunks)" if "chunks" in step else "")
+                    )
         for line in report.summary_lines():
             click.echo(line, err=line.startswith("FAILED"))
     if report.interrupted:

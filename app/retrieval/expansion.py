@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.lexical import SparseTerms
+from app.records import SparseTerms
 
 __all__ = ["DocumentFrequencies", "TermStatistics", "expand_query"]
 
@@ -70,7 +70,9 @@ class TermStatistics:
     rebuilds an expired sample while the others keep using the previous one.
     """
 
-    def __init__(self, *, sample_size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, sample_size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.sample_size = sample_size
         self.ttl_s = ttl_s
         self._clock = clock
@@ -100,7 +102,6 @@ class TermStatistics:
 
     def _fresh(self, current: DocumentFrequencies | None) -> bool:
         return current is not None and current.documents > 0 and self._clock() - self._built_at < self.ttl_s
-
 
 
 def expand_query(

@@ -1,4 +1,8 @@
-"""Token counting for budgets: a conservative estimate of Claude's token count.
+"""Token counting: the one counter protocol, and a conservative estimate of Claude's count.
+
+``TokenCounter`` is what every budget depends on (question length, chunk size, prompt context).
+The embedding model's tokenizer implements it (plus ``offsets``, as a ``Tokenizer``, which
+chunking needs to cut at token boundaries); ``ClaudeTokenEstimate`` implements it for prompts.
 
 Claude's tokenizer is not public, so budgets (context size, question length) are checked against
 an estimate that errs on the side of counting *more* tokens than the model will. Over-counting
@@ -11,14 +15,25 @@ import math
 import re
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ClaudeTokenEstimate", "TokenCount"]
+__all__ = ["ClaudeTokenEstimate", "TokenCounter", "Tokenizer"]
 
 
 @runtime_checkable
-class TokenCount(Protocol):
+class TokenCounter(Protocol):
     """Anything that counts the tokens of a text."""
 
-    def count(self, text: str) -> int: ...
+    def count(self, text: str) -> int:
+        """Number of tokens of ``text`` (no special tokens)."""
+        ...
+
+
+@runtime_checkable
+class Tokenizer(TokenCounter, Protocol):
+    """A token counter that also tells where each token is."""
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of every token of ``text`` (no special tokens), in order."""
+        ...
 
 
 # Runs of letters/digits (a "word" to a BPE tokenizer) and single symbols, which BPE vocabularies

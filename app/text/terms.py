@@ -1,19 +1,15 @@
-"""Sparse lexical vectors: BM25 term weights for Qdrant's IDF modifier.
+"""Index terms of a text: Unicode words, lower-cased, stop words removed, Snowball stemmed.
 
-Documents get the BM25 term-frequency part, ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))``;
-Qdrant multiplies in the inverse document frequency itself (``Modifier.IDF``), computed over the
-whole collection, so the index never needs a corpus-wide pass here. Queries get weight 1 per
-distinct term (``app.expansion`` adds weighted terms to a query). The score of a chunk is then
-the classic BM25 sum.
+Each word is stemmed with the rules of its script: Cyrillic words by the Russian stemmer (which
+also serves the closely related languages acceptably), Greek by the Greek one, everything else by
+the English one (words of other Latin-script languages pass through mostly unchanged, which keeps
+them matchable). Stemming is what lets "отпуска" find "отпуском": Russian inflects every noun, and
+without it a query matches only documents that happen to use the same case. Accents are folded on
+Latin and Greek words (café = cafe) but not on Cyrillic ones, where "й" is a letter of its own,
+not an accented "и".
 
-Terms are Unicode words, lower-cased, stop words removed and Snowball stemmed with the rules of the
-word's script: Cyrillic words by the Russian stemmer (which also serves the closely related
-languages acceptably), Greek by the Greek one, everything else by the English one (words of other
-Latin-script languages pass through mostly unchanged, which keeps them matchable). Stemming is
-what lets "отпуска" find "отпуском": Russian inflects every noun, and without it a query matches
-only documents that happen to use the same case. Accents are folded on Latin and Greek words
-(café = cafe) but not on Cyrillic ones, where "й" is a letter of its own, not an accented "и".
-A term's index is a stable 31-bit hash, so no vocabulary has to be stored.
+BM25 (``app.retrieval.bm25``), query expansion and the extractive answerer all count terms this
+one way.
 """
 
 from __future__ import annotations
@@ -21,13 +17,10 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-import zlib
-from collections import Counter
-from dataclasses import dataclass
 
 import Stemmer
 
-__all__ = ["LexicalEncoder", "SparseTerms", "terms"]
+__all__ = ["terms"]
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 
@@ -51,22 +44,7 @@ _RUSSIAN_STOP_WORDS = frozenset(
     что чтобы чье чья эта эти это этого этой этом этот я""".split()
 )
 
-LEXICAL_VERSION = "bm25-v2"
-"""Changes whenever term extraction changes; part of the ingestion fingerprint, so a change means
-documents are re-indexed by the next ``kb ingest``."""
-
 _LATIN, _CYRILLIC, _GREEK = "english", "russian", "greek"
-
-
-@dataclass(frozen=True, slots=True)
-class SparseTerms:
-    """A sparse vector: parallel lists of term indices and weights."""
-
-    indices: list[int]
-    values: list[float]
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 def _script(word: str) -> str:
@@ -124,33 +102,3 @@ def terms(text: str) -> list[str]:
                 continue
         out.append(_Stemmers.get(script).stemWord(word))
     return out
-
-
-def _index(term: str) -> int:
-    return zlib.crc32(term.encode("utf-8")) & 0x7FFFFFFF
-
-
-class LexicalEncoder:
-    """BM25 sparse vectors for documents and queries."""
-
-    def __init__(self, *, k1: float = 1.2, b: float = 0.75, avg_len: float = 120.0) -> None:
-        self.k1 = k1
-        self.b = b
-        self.avg_len = avg_len
-
-    def encode_document(self, text: str) -> SparseTerms:
-        found = terms(text)
-        if not found:
-            return SparseTerms([], [])
-        norm = self.k1 * (1.0 - self.b + self.b * len(found) / self.avg_len)
-        weights: dict[int, float] = {}
-        for term, tf in Counter(found).items():
-            # Two terms may share a hash bucket; adding their weights is what BM25 would do anyway.
-            idx = _index(term)
-            weights[idx] = weights.get(idx, 0.0) + tf * (self.k1 + 1.0) / (tf + norm)
-        indices = sorted(weights)
-        return SparseTerms(indices, [weights[i] for i in indices])
-
-    def encode_query(self, text: str) -> SparseTerms:
-        indices = sorted({_index(t) for t in terms(text)})
-        return SparseTerms(indices, [1.0] * len(indices))

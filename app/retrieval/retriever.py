@@ -30,29 +30,24 @@ import msgspec
 import structlog
 
 from app.embedding import Embedder
-from app.expansion import TermStatistics, expand_query
-from app.fusion import dense_weight_for, dense_weight_for_length, fuse, has_identifier, tokens_per_word
-from app.generation.base import RetrievalStatus
-from app.lexical import LexicalEncoder, SparseTerms
-from app.records import ScoredChunk
+from app.records import RetrievalStatus, ScoredChunk, SearchHit, SparseTerms
+from app.retrieval.bm25 import LexicalEncoder
+from app.retrieval.expansion import TermStatistics, expand_query
+from app.retrieval.fusion import (
+    dense_weight_for,
+    dense_weight_for_length,
+    fuse,
+    has_identifier,
+    tokens_per_word,
+)
 from app.settings import RetrievalSettings
-from app.store import QdrantStore, SearchHit, filter_for
+from app.store import QdrantStore, RetrievalFilters, filter_for
 
-__all__ = ["RetrievalFilters", "RetrievalResult", "Retriever", "RetrieverMode"]
+__all__ = ["RetrievalResult", "Retriever", "RetrieverMode"]
 
 RetrieverMode = Literal["hybrid", "dense", "lexical"]
 
 log = structlog.get_logger("kb.retrieval")
-
-
-class RetrievalFilters(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Optional narrowing of the search."""
-
-    source_prefix: str | None = None
-    """Only documents under this folder (or this file), e.g. "docs/guide"."""
-
-    doc_ids: list[str] | None = None
-    """Only these documents."""
 
 
 class RetrievalResult(msgspec.Struct, kw_only=True):
@@ -98,10 +93,14 @@ class Retriever:
                 candidates, timings = await asyncio.shield(call)
         except TimeoutError:
             return RetrievalResult(
-                status="timeout", took_ms=_ms(started), detail=f"retrieval exceeded {self.settings.timeout_s:.1f} s"
+                status="timeout",
+                took_ms=_ms(started),
+                detail=f"retrieval exceeded {self.settings.timeout_s:.1f} s",
             )
         except Exception as exc:  # any store/model failure becomes a status, by design
-            return RetrievalResult(status="error", took_ms=_ms(started), detail=f"{type(exc).__name__}: {exc}")
+            return RetrievalResult(
+                status="error", took_ms=_ms(started), detail=f"{type(exc).__name__}: {exc}"
+            )
         status: RetrievalStatus = "ok" if candidates else "empty"
         return RetrievalResult(status=status, candidates=candidates, took_ms=_ms(started), timings_ms=timings)
 
@@ -123,9 +122,7 @@ class Retriever:
         query_terms = len(sparse) if sparse is not None else 0  # before any expansion
         t1 = time.perf_counter()
         timings["embed"] = (t1 - t0) * 1000
-        query_filter = filter_for(
-            source_prefix=filters.source_prefix if filters else None, doc_ids=filters.doc_ids if filters else None
-        )
+        query_filter = filter_for(filters)
         if not self.store.exists():
             timings["search"] = (time.perf_counter() - t1) * 1000
             return [], timings
@@ -137,7 +134,9 @@ class Retriever:
             sparse = self._expand(question, sparse, dense_hits)
             t_lexical = time.perf_counter()
             timings["expand"] = (t_lexical - t_expand) * 1000
-            _, lexical_hits = self.store.search(dense=None, sparse=sparse, limit=limit, query_filter=query_filter)
+            _, lexical_hits = self.store.search(
+                dense=None, sparse=sparse, limit=limit, query_filter=query_filter
+            )
             t2 = time.perf_counter()
             timings["search"] = (t_expand - t1 + t2 - t_lexical) * 1000
         else:
@@ -148,9 +147,12 @@ class Retriever:
             timings["search"] = (t2 - t1) * 1000
         dense_weight, lexical_alone = self._weighting(question, query_terms, dense_hits, lexical_hits)
         fused = fuse(
-            dense_hits, lexical_hits, query_vector,
+            dense_hits,
+            lexical_hits,
+            query_vector,
             dense_weight=dense_weight,
-            feedback_docs=self.settings.feedback_docs, feedback_weight=self.settings.feedback_weight,
+            feedback_docs=self.settings.feedback_docs,
+            feedback_weight=self.settings.feedback_weight,
             # Only the best ``limit`` go on: the union's tail (up to ``limit`` more) is what
             # neither retriever rated, and a long weak tail compresses the min-max relevance
             # the ranking stage's MMR works with.
@@ -168,7 +170,9 @@ class Retriever:
             return True
         return trust_lexical and chunk.lexical_score is not None and chunk.lexical_score > 0.0
 
-    def _expand(self, question: str, sparse: SparseTerms | None, dense_hits: list[SearchHit]) -> SparseTerms | None:
+    def _expand(
+        self, question: str, sparse: SparseTerms | None, dense_hits: list[SearchHit]
+    ) -> SparseTerms | None:
         """The lexical query, expanded from the best dense hits when the model reads the question.
 
         Not expanded: a question of more than ``expansion_max_question_terms`` terms (it already
@@ -189,7 +193,8 @@ class Retriever:
         if tokens_per_word(texts, self.embedder.count) > s.readable_tokens_per_word:
             return sparse
         feedback = [
-            hit.sparse for hit in dense_hits[: s.expansion_docs]
+            hit.sparse
+            for hit in dense_hits[: s.expansion_docs]
             if hit.sparse is not None and hit.score >= s.expansion_min_cosine
         ]
         if not feedback or self.store is None:
@@ -227,15 +232,21 @@ class Retriever:
         if has_identifier(question):
             return s.opaque_dense_weight, True
         by_length = dense_weight_for_length(
-            query_terms, short=s.short_question_terms, long=s.long_question_terms,
-            short_weight=s.dense_weight, long_weight=s.long_question_dense_weight,
+            query_terms,
+            short=s.short_question_terms,
+            long=s.long_question_terms,
+            short_weight=s.dense_weight,
+            long_weight=s.long_question_dense_weight,
         )
         if s.dense_weight == s.opaque_dense_weight:
             return by_length, False
         texts = [question, *(hit.record.embedding_text() for hit in (*dense_hits[:3], *lexical_hits[:3]))]
         by_reading = dense_weight_for(
-            tokens_per_word(texts, self.embedder.count), readable=s.readable_tokens_per_word,
-            opaque=s.opaque_tokens_per_word, readable_weight=s.dense_weight, opaque_weight=s.opaque_dense_weight,
+            tokens_per_word(texts, self.embedder.count),
+            readable=s.readable_tokens_per_word,
+            opaque=s.opaque_tokens_per_word,
+            readable_weight=s.dense_weight,
+            opaque_weight=s.opaque_dense_weight,
         )
         return min(by_length, by_reading), by_reading < s.dense_weight
 
@@ -252,4 +263,3 @@ class Retriever:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
-

@@ -14,9 +14,9 @@ import msgspec
 
 from app.config import load_settings
 from app.errors import KBError
-from app.logs import configure_logging
 from app.evaluation.datasets import QA_DOCS, QA_QUESTIONS, detect_dataset_kind, load_beir, load_qa
 from app.evaluation.metrics import paired_bootstrap
+from app.logs import configure_logging
 
 if TYPE_CHECKING:
     from app.evaluation.runner import QAReport, RetrievalReport
@@ -31,22 +31,36 @@ MODES = ("dense", "lexical", "hybrid")
 
 @click.command("eval")
 @click.argument("dataset_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout ({\"modes\": {...}} with --mode all).")
 @click.option(
-    "--mode", type=click.Choice([*MODES, "all"]), default=None,
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print one JSON object on stdout ({"modes": {...}} with --mode all).',
+)
+@click.option(
+    "--mode",
+    type=click.Choice([*MODES, "all"]),
+    default=None,
     help="Retriever to evaluate (default: retrieval.mode). 'all' compares the three over one ingest.",
 )
 @click.option("--limit-queries", type=click.IntRange(min=1), help="Evaluate only the first N judged queries.")
 @click.option(
-    "--keep-data", type=click.Path(path_type=Path, file_okay=False),
+    "--keep-data",
+    type=click.Path(path_type=Path, file_okay=False),
     help="Keep the evaluation store in this folder (reused, incrementally, by the next run).",
 )
 @click.option(
-    "--docs", "docs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+    "--docs",
+    "docs_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
     help="QA sets only: the documents, when they are not in DATASET_DIR/docs.",
 )
 def eval_command(
-    dataset_dir: Path, as_json: bool, mode: str | None, limit_queries: int | None, keep_data: Path | None,
+    dataset_dir: Path,
+    as_json: bool,
+    mode: str | None,
+    limit_queries: int | None,
+    keep_data: Path | None,
     docs_dir: Path | None,
 ) -> None:
     """Evaluate retrieval on DATASET_DIR: a BEIR set or a QA set (questions.jsonl + docs/)."""
@@ -80,8 +94,14 @@ def eval_command(
 
 
 def _run(
-    dataset_dir: Path, docs_dir: Path, kind: str, modes: tuple[str, ...], limit: int | None, settings: Settings,
-    *, quiet: bool,
+    dataset_dir: Path,
+    docs_dir: Path,
+    kind: str,
+    modes: tuple[str, ...],
+    limit: int | None,
+    settings: Settings,
+    *,
+    quiet: bool,
 ) -> list[RetrievalReport] | list[QAReport]:
     from app.evaluation.runner import EvalSession
 
@@ -109,24 +129,42 @@ def format_reports(reports: list[RetrievalReport] | list[QAReport]) -> str:
 
     first = reports[0]
     if isinstance(first, RetrievalReport):
-        header = f"{first.dataset}: {first.queries} judged queries, {first.corpus} passages, {first.chunks} chunks"
+        header = (
+            f"{first.dataset}: {first.queries} judged queries, {first.corpus} passages, {first.chunks} chunks"
+        )
         quality = ["nDCG@10", "Recall@10", "MRR@10", "fused nDCG@10"]
         rows = [
-            [r.mode, f"{r.ndcg_at_10:.3f}", f"{r.recall_at_10:.3f}", f"{r.mrr_at_10:.3f}", f"{r.fused.ndcg_at_10:.3f}"]  # type: ignore[union-attr]
+            [
+                r.mode,
+                f"{r.ndcg_at_10:.3f}",
+                f"{r.recall_at_10:.3f}",
+                f"{r.mrr_at_10:.3f}",
+                f"{r.fused.ndcg_at_10:.3f}",
+            ]  # type: ignore[union-attr]
             for r in reports
         ]
     else:
-        header = f"{first.dataset}: {first.queries} questions, {first.chunks} chunks, answers by {first.provider}"
+        header = (
+            f"{first.dataset}: {first.queries} questions, {first.chunks} chunks, answers by {first.provider}"
+        )
         quality = [f"AR{k}" for k in first.answer_recall] + ["EM", "F1"]
         rows = [
-            [r.mode, *(f"{v:.3f}" for v in r.answer_recall.values()), f"{r.exact_match:.3f}", f"{r.token_f1:.3f}"]  # type: ignore[union-attr]
+            [
+                r.mode,
+                *(f"{v:.3f}" for v in r.answer_recall.values()),
+                f"{r.exact_match:.3f}",
+                f"{r.token_f1:.3f}",
+            ]  # type: ignore[union-attr]
             for r in reports
         ]
     stages = [s for s in STAGES if any(s in r.latency_ms for r in reports)]
     columns = ["mode", *quality, *(f"{s} p50/p95 ms" for s in stages)]
     for row, report in zip(rows, reports, strict=True):
         row.extend(
-            f"{report.latency_ms[s].p50:.1f}/{report.latency_ms[s].p95:.1f}" if s in report.latency_ms else "-" for s in stages
+            f"{report.latency_ms[s].p50:.1f}/{report.latency_ms[s].p95:.1f}"
+            if s in report.latency_ms
+            else "-"
+            for s in stages
         )
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     lines = [header, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]

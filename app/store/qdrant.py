@@ -7,31 +7,21 @@ and dimension that filled it; opening it with another model is refused.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 import msgspec
 import numpy as np
 from qdrant_client import QdrantClient, models
 
 from app.errors import ModelMismatchError, StoreLockedError, StoreUnavailableError
-from app.lexical import LEXICAL_VERSION, SparseTerms
-from app.records import ChunkRecord
+from app.records import ChunkRecord, SearchHit, SparseTerms
 from app.settings import Settings
+from app.store.filters import path_prefixes
 
-__all__ = [
-    "DENSE",
-    "SPARSE",
-    "DocumentState",
-    "QdrantStore",
-    "SearchHit",
-    "filter_for",
-    "normalise_prefix",
-    "open_store",
-    "path_prefixes",
-]
+__all__ = ["DENSE", "SPARSE", "DocumentState", "QdrantStore", "open_store"]
 
 DENSE = "dense"
 SPARSE = "lexical"
@@ -55,17 +45,6 @@ class DocumentState:
         return any(h != doc_hash for h in self.points)
 
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """A point returned by one retriever."""
-
-    record: ChunkRecord
-    score: float
-    vector: np.ndarray | None
-    sparse: SparseTerms | None = None
-    """The point's BM25 term weights, when the search asked for them (query expansion reads them)."""
-
-
 def open_store(settings: Settings) -> QdrantStore:
     """Open the configured store: a server when QDRANT_URL is set, else the embedded one."""
     secrets = settings.secrets
@@ -81,7 +60,12 @@ def open_store(settings: Settings) -> QdrantStore:
             )
         except Exception as exc:
             raise StoreUnavailableError(f"cannot connect to Qdrant at {secrets.qdrant_url}: {exc}") from exc
-        return QdrantStore(client, settings.store.collection, upsert_batch_size=settings.store.upsert_batch_size, location=secrets.qdrant_url)
+        return QdrantStore(
+            client,
+            settings.store.collection,
+            upsert_batch_size=settings.store.upsert_batch_size,
+            location=secrets.qdrant_url,
+        )
     path = settings.qdrant_path
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -94,13 +78,20 @@ def open_store(settings: Settings) -> QdrantStore:
                 "and point both at it with QDRANT_URL."
             ) from None
         raise StoreUnavailableError(f"cannot open the embedded store at {path}: {exc}") from exc
-    return QdrantStore(client, settings.store.collection, upsert_batch_size=settings.store.upsert_batch_size, location=str(path))
+    return QdrantStore(
+        client,
+        settings.store.collection,
+        upsert_batch_size=settings.store.upsert_batch_size,
+        location=str(path),
+    )
 
 
 class QdrantStore:
     """Chunk storage and search on one Qdrant collection."""
 
-    def __init__(self, client: QdrantClient, collection: str, *, upsert_batch_size: int = 256, location: str = "") -> None:
+    def __init__(
+        self, client: QdrantClient, collection: str, *, upsert_batch_size: int = 256, location: str = ""
+    ) -> None:
         self.client = client
         self.collection = collection
         self.location = location or collection
@@ -114,8 +105,11 @@ class QdrantStore:
         except Exception as exc:
             raise StoreUnavailableError(f"vector store unreachable ({self.location}): {exc}") from exc
 
-    def ensure_collection(self, *, model_name: str, dimension: int) -> None:
-        """Create the collection for this model, or check that it was filled by this model."""
+    def ensure_collection(self, *, model_name: str, dimension: int, lexical_version: str = "") -> None:
+        """Create the collection for this model, or check that it was filled by this model.
+
+        ``lexical_version`` (the BM25 term extraction's version) is recorded for operators.
+        """
         if self.exists():
             self.check_model(model_name=model_name, dimension=dimension)
             return
@@ -123,13 +117,15 @@ class QdrantStore:
             self.collection,
             vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata={"embedding_model": model_name, "dimension": dimension, "lexical": LEXICAL_VERSION},
+            metadata={"embedding_model": model_name, "dimension": dimension, "lexical": lexical_version},
         )
         with warnings.catch_warnings():
             # The embedded store ignores payload indexes and warns so; a server builds them.
             warnings.simplefilter("ignore", UserWarning)
             self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
-            self.client.create_payload_index(self.collection, "path_prefixes", models.PayloadSchemaType.KEYWORD)
+            self.client.create_payload_index(
+                self.collection, "path_prefixes", models.PayloadSchemaType.KEYWORD
+            )
 
     def check_model(self, *, model_name: str, dimension: int) -> None:
         """Raise ``ModelMismatchError`` unless the collection was filled by this model."""
@@ -158,14 +154,15 @@ class QdrantStore:
         return int(self.client.count(self.collection, exact=True).count)
 
     def close(self) -> None:
-        try:
+        # Closing a broken connection must not mask the real error.
+        with contextlib.suppress(Exception):
             self.client.close()
-        except Exception:  # closing a broken connection must not mask the real error
-            pass
 
     # -- writes ---------------------------------------------------------------------------
 
-    def upsert(self, records: Sequence[ChunkRecord], dense: np.ndarray, sparse: Sequence[SparseTerms]) -> None:
+    def upsert(
+        self, records: Sequence[ChunkRecord], dense: np.ndarray, sparse: Sequence[SparseTerms]
+    ) -> None:
         if not (len(records) == len(dense) == len(sparse)):
             raise ValueError("records, dense and sparse vectors must have the same length")
         step = self._upsert_batch_size
@@ -180,14 +177,19 @@ class QdrantStore:
                     payload=_payload(record),
                 )
                 for record, vector, terms in zip(
-                    records[start : start + step], dense[start : start + step], sparse[start : start + step], strict=True
+                    records[start : start + step],
+                    dense[start : start + step],
+                    sparse[start : start + step],
+                    strict=True,
                 )
             ]
             self.client.upsert(self.collection, points=points, wait=True)
 
     def delete_document(self, doc_id: str, *, keep_hash: str | None = None) -> None:
         """Delete a document's points, or only those whose hash is not ``keep_hash``."""
-        must: list[models.Condition] = [models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]
+        must: list[models.Condition] = [
+            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))
+        ]
         must_not: list[models.Condition] = []
         if keep_hash is not None:
             must_not.append(models.FieldCondition(key="doc_hash", match=models.MatchValue(value=keep_hash)))
@@ -236,15 +238,23 @@ class QdrantStore:
         if dense is not None:
             requests.append(
                 models.QueryRequest(
-                    query=dense.tolist(), using=DENSE, limit=limit, filter=query_filter,
-                    with_payload=True, with_vector=[DENSE, SPARSE] if with_sparse else [DENSE],
+                    query=dense.tolist(),
+                    using=DENSE,
+                    limit=limit,
+                    filter=query_filter,
+                    with_payload=True,
+                    with_vector=[DENSE, SPARSE] if with_sparse else [DENSE],
                 )
             )
         if sparse is not None and len(sparse):
             requests.append(
                 models.QueryRequest(
-                    query=models.SparseVector(indices=sparse.indices, values=sparse.values), using=SPARSE,
-                    limit=limit, filter=query_filter, with_payload=True, with_vector=[DENSE],
+                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE,
+                    limit=limit,
+                    filter=query_filter,
+                    with_payload=True,
+                    with_vector=[DENSE],
                 )
             )
         if not requests:
@@ -262,7 +272,9 @@ class QdrantStore:
         """
         if not self.exists():
             return []
-        points, _ = self.client.scroll(self.collection, limit=limit, with_payload=False, with_vectors=[SPARSE])
+        points, _ = self.client.scroll(
+            self.collection, limit=limit, with_payload=False, with_vectors=[SPARSE]
+        )
         return [terms for point in points if (terms := _sparse(point.vector)) is not None]
 
 
@@ -277,7 +289,9 @@ def _hit(point: models.ScoredPoint) -> SearchHit:
     if isinstance(point.vector, dict) and DENSE in point.vector:
         vector = np.asarray(point.vector[DENSE], dtype=np.float32)
     return SearchHit(
-        record=msgspec.convert(point.payload, ChunkRecord), score=float(point.score), vector=vector,
+        record=msgspec.convert(point.payload, ChunkRecord),
+        score=float(point.score),
+        vector=vector,
         sparse=_sparse(point.vector),
     )
 
@@ -288,25 +302,3 @@ def _payload(record: ChunkRecord) -> dict[str, object]:
     # match (indexable on a server) instead of a substring scan. Not part of ChunkRecord.
     payload["path_prefixes"] = path_prefixes(record.source)
     return payload
-
-
-def path_prefixes(source: str) -> list[str]:
-    """``"a/b/c.md"`` → ``["a", "a/b", "a/b/c.md"]``."""
-    parts = PurePosixPath(source).parts
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def normalise_prefix(prefix: str) -> str:
-    """The form a path-prefix filter is matched in: posix, no leading ./, no trailing /."""
-    cleaned = str(PurePosixPath(prefix.strip().replace("\\", "/")))
-    return cleaned.removeprefix("./").rstrip("/")
-
-
-def filter_for(*, source_prefix: str | None = None, doc_ids: Iterable[str] | None = None) -> models.Filter | None:
-    """A Qdrant filter for the optional request filters (folder or file granularity)."""
-    must: list[models.Condition] = []
-    if doc_ids:
-        must.append(models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids))))
-    if source_prefix:
-        must.append(models.FieldCondition(key="path_prefixes", match=models.MatchValue(value=normalise_prefix(source_prefix))))
-    return models.Filter(must=must) if must else None

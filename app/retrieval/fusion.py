@@ -28,8 +28,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from app.records import ScoredChunk
-from app.store import SearchHit
+from app.records import ScoredChunk, SearchHit
 
 __all__ = ["dense_weight_for", "dense_weight_for_length", "fuse", "has_identifier", "tokens_per_word"]
 
@@ -93,7 +92,9 @@ def dense_weight_for(
     return _ramp(tokens_per_word, readable, opaque, readable_weight, opaque_weight)
 
 
-def dense_weight_for_length(terms: int, *, short: int, long: int, short_weight: float, long_weight: float) -> float:
+def dense_weight_for_length(
+    terms: int, *, short: int, long: int, short_weight: float, long_weight: float
+) -> float:
     """Dense weight for a question of ``terms`` index terms: ``short_weight`` up to ``short``
     terms, ``long_weight`` from ``long`` terms on, linear in between.
 

@@ -94,13 +94,17 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
             # A server that does not answer (yet): keep the client, so each request tries it
             # again and reports what really happens (error, or timeout for a slow server);
             # dropping it here would turn every later request into "error" until a probe reopens it.
-            problem = exc.message if isinstance(exc, StoreUnavailableError) else f"vector store unreachable: {exc}"
+            problem = (
+                exc.message if isinstance(exc, StoreUnavailableError) else f"vector store unreachable: {exc}"
+            )
             log.warning("store_unavailable_at_startup", problem=problem)
 
     # The embedded store is not thread-safe: one worker. A server takes a few concurrent calls.
     workers = 4 if settings.secrets.qdrant_url else 1
     retriever = Retriever(
-        store, embedder, settings.retrieval,
+        store,
+        embedder,
+        settings.retrieval,
         executor=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kb-retrieval"),
     )
     pipeline = AskPipeline(
@@ -114,6 +118,11 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         question_token_limit=min(settings.ranking.question_max_tokens, embedder.max_tokens),
     )
     return Services(
-        settings=settings, embedder=embedder, provider=provider, prompts=prompts,
-        retriever=retriever, pipeline=pipeline, store_problem=problem,
+        settings=settings,
+        embedder=embedder,
+        provider=provider,
+        prompts=prompts,
+        retriever=retriever,
+        pipeline=pipeline,
+        store_problem=problem,
     )
