@@ -1,14 +1,20 @@
 """Build ``Settings`` from TOML files and the environment.
 
-Order, later wins:
+Every default lives in the settings structs (``app.settings``); files and variables only override
+them. Order, later wins:
 
-1. ``config/default.toml``
-2. ``config/<KB_ENV>.toml`` (when ``KB_ENV`` is set and the file exists; an unknown env with no
-   file is an error, so a typo does not silently run with defaults)
-3. ``KB_<SECTION>__<KEY>`` environment variables (``KB_DATA_DIR`` for top-level keys), parsed as
+1. the defaults of the settings structs
+2. ``default.toml`` in the configuration folder (overrides shared by every environment; the one
+   shipped sets nothing)
+3. ``<KB_ENV>.toml`` (when ``KB_ENV`` is set and the file exists; an unknown env with no file is
+   an error, so a typo does not silently run with defaults)
+4. ``KB_<SECTION>__<KEY>`` environment variables (``KB_DATA_DIR`` for top-level keys), parsed as
    TOML values when they parse (``3``, ``true``, ``["a"]``) and as strings otherwise
-4. secrets, from the environment only: ``ANTHROPIC_API_KEY``, ``QDRANT_URL``, ``QDRANT_API_KEY``,
-   ``REDIS_URL``
+5. secrets, from the environment only: ``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``, ``QDRANT_URL``,
+   ``QDRANT_API_KEY``
+
+The configuration folder is ``KB_CONFIG_DIR``, else the one installed with the package, else the
+source tree's ``config/`` (``app.resources``).
 
 Any unknown key, wrong type or out-of-range value raises ``ConfigError`` naming the key and the
 file (or variable) it came from.
@@ -25,16 +31,15 @@ from typing import Any
 
 import msgspec
 
+from app import resources
 from app.errors import ConfigError
 from app.settings import Secrets, Settings
 
-__all__ = ["PROJECT_ROOT", "load_settings"]
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-"""Repository root (where ``config/`` and ``prompts/`` live in a checkout)."""
+__all__ = ["load_settings"]
 
 _ENV_PREFIX = "KB_"
-_RESERVED_ENV = {"KB_ENV", "KB_CONFIG_DIR"}
+# KB_ variables that choose where configuration comes from rather than set a key.
+_RESERVED_ENV = {"KB_ENV", resources.CONFIG_DIR_ENV, resources.PROMPTS_DIR_ENV}
 _PATH_RE = re.compile(r"at `\$((?:\.\w+|\[\d+\])*)`")
 
 
@@ -47,7 +52,12 @@ def load_settings(
 ) -> Settings:
     """Load settings. ``overrides`` (nested dict) is applied last, for tests and tools."""
     environ = os.environ if environ is None else environ
-    config_dir = Path(config_dir or environ.get("KB_CONFIG_DIR") or PROJECT_ROOT / "config")
+    if config_dir is None:
+        config_dir = resources.config_dir(environ)
+        chosen = environ.get(resources.CONFIG_DIR_ENV)
+        if chosen and not config_dir.is_dir():
+            # A typo must not silently run with the defaults, as for KB_ENV below.
+            raise ConfigError(f"{resources.CONFIG_DIR_ENV}={chosen!r} is not a folder")
     env = env or environ.get("KB_ENV") or "development"
 
     merged: dict[str, Any] = {}
@@ -76,9 +86,9 @@ def load_settings(
 
     secrets = Secrets(
         anthropic_api_key=environ.get("ANTHROPIC_API_KEY") or None,
+        openai_api_key=environ.get("OPENAI_API_KEY") or None,
         qdrant_url=environ.get("QDRANT_URL") or None,
         qdrant_api_key=environ.get("QDRANT_API_KEY") or None,
-        redis_url=environ.get("REDIS_URL") or None,
     )
     settings = msgspec.structs.replace(settings, secrets=secrets)
     _check_cross_field(settings)

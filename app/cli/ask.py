@@ -7,23 +7,36 @@ import sys
 
 import click
 
-__all__ = ["ask_command"]
+__all__ = ["EXAMPLE_QUESTION", "ask_command", "client_url"]
+
+EXAMPLE_QUESTION = "How do I ingest documents?"
+
+# Addresses a server binds to mean "every interface"; a client on the same machine uses loopback.
+_ANY_INTERFACE = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def client_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to ``host:port``."""
+    host = _ANY_INTERFACE.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @click.command("ask")
 @click.argument("question")
 @click.option(
     "--url",
-    default=lambda: os.environ.get("KB_URL", "http://127.0.0.1:8000"),
-    show_default="$KB_URL or http://127.0.0.1:8000",
+    help="The service to ask.",
+    show_default="$KB_URL, else the configured server.host and server.port",
 )
 @click.option("--top-k", type=int)
 @click.option("--source", "source_prefix", help="Only documents under this path prefix.")
-def ask_command(question: str, url: str, top_k: int | None, source_prefix: str | None) -> None:
+def ask_command(question: str, url: str | None, top_k: int | None, source_prefix: str | None) -> None:
     """Ask a running service; the answer streams to the terminal."""
     import httpx
 
     from app.cli.client import stream_answer
+
+    url = url or os.environ.get("KB_URL") or _configured_url()
 
     body: dict[str, object] = {"question": question}
     if top_k:
@@ -62,3 +75,15 @@ def ask_command(question: str, url: str, top_k: int | None, source_prefix: str |
         raise click.ClickException(f"cannot reach the service at {url}: {exc}") from None
     if failed:
         sys.exit(1)
+
+
+def _configured_url() -> str:
+    """Where ``kb serve`` listens with the same configuration (``KB_SERVER__PORT`` and all)."""
+    from app.config import load_settings
+    from app.errors import KBError
+
+    try:
+        server = load_settings().server
+    except KBError as exc:
+        raise click.ClickException(f"{exc.message} (or pass --url)") from None
+    return client_url(server.host, server.port)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from app import resources
 from app.config import load_settings
 from app.errors import ConfigError
+from app.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -24,6 +26,11 @@ def test_project_defaults_load_without_any_environment() -> None:
     assert settings.retrieval.mode == "hybrid"
     assert settings.embedding.model == "all-MiniLM-L6-v2"
     assert settings.secrets.anthropic_api_key is None
+
+
+def test_without_files_or_variables_the_settings_are_the_struct_defaults() -> None:
+    assert load_settings(environ={}) == Settings()
+    assert load_settings(environ={}, config_dir=Path("/nonexistent")) == Settings()
 
 
 def test_environment_file_overrides_defaults(tmp_path: Path) -> None:
@@ -99,3 +106,37 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "default.toml", "[retrieval\n")
     with pytest.raises(ConfigError, match=str(path)):
         load_settings(environ={}, config_dir=tmp_path)
+
+
+def test_kb_config_dir_chooses_the_configuration_folder(tmp_path: Path) -> None:
+    write(tmp_path, "default.toml", "[retrieval]\ntop_k = 4\n")
+    settings = load_settings(environ={"KB_CONFIG_DIR": str(tmp_path)})
+    assert settings.retrieval.top_k == 4
+
+
+def test_kb_config_dir_naming_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="KB_CONFIG_DIR"):
+        load_settings(environ={"KB_CONFIG_DIR": str(tmp_path / "typo")})
+
+
+def test_a_checkout_uses_the_configuration_and_prompts_of_its_source_tree() -> None:
+    root = Path(__file__).resolve().parents[2]
+    assert resources.config_dir(environ={}) == root / "config"
+    assert resources.prompts_dir(environ={}) == root / "prompts"
+
+
+def test_kb_prompts_dir_chooses_the_prompts_and_is_not_a_setting(tmp_path: Path) -> None:
+    environ = {"KB_PROMPTS_DIR": str(tmp_path)}
+    assert load_settings(environ=environ).prompts.directory is None  # not an unknown key either
+    assert resources.prompts_dir(None, environ) == tmp_path
+
+
+def test_the_prompts_directory_setting_wins_and_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        environ={"KB_PROMPTS__DIRECTORY": "my-prompts", "KB_PROMPTS_DIR": "/elsewhere"}, config_dir=tmp_path
+    )
+    chosen = resources.prompts_dir(settings.prompts.directory, {"KB_PROMPTS_DIR": "/elsewhere"})
+    assert chosen.resolve() == (tmp_path / "my-prompts").resolve()

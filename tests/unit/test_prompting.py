@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from app.config import PROJECT_ROOT
 from app.errors import ConfigError
 from app.prompting import (
     PromptRegistry,
@@ -20,12 +19,13 @@ from app.prompting import (
 )
 from app.ranking import fit_to_budget
 from app.records import RetrievalStatus, ScoredChunk
+from app.resources import prompts_dir
 from app.text.tokens import ClaudeTokenEstimate
 from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit
 
-PROMPTS = PROJECT_ROOT / "prompts"
+PROMPTS = prompts_dir(environ={})
 
 
 def chunk(n: int, text: str, *, title: str | None = None, heading: tuple[str, ...] = ()) -> ScoredChunk:
