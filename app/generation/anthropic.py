@@ -24,14 +24,15 @@ stream_interrupted (retryable for the client, never retried here).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import anthropic
 import httpx2  # the SDK's HTTP transport: errors raised while reading a stream come from it
+import structlog
+from anthropic.types import AssistantMessageParam, MessageParam, RawMessageStreamEvent, UserMessageParam
 
 from app.errors import ProviderError
 from app.generation.base import ModelProvider, TextDelta, Usage
@@ -40,7 +41,7 @@ from app.settings import GenerationSettings
 
 __all__ = ["AnthropicProvider"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("kb.generation.anthropic")
 
 T = TypeVar("T")
 
@@ -196,23 +197,29 @@ class AnthropicProvider(ModelProvider):
                         retryable=error.retryable,
                     ) from cause
                 log.warning(
-                    "anthropic attempt %d failed (%s); retrying in %.2fs",
-                    attempt + 1,
-                    error.code,
-                    delay,
-                    extra={"provider": self.name, "code": error.code, "attempt": attempt + 1},
+                    "provider_retry",
+                    provider=self.name,
+                    code=error.code,
+                    attempt=attempt + 1,
+                    retry_in_s=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
                 attempt += 1
 
-    def _open(self, prompt: Prompt) -> Awaitable[anthropic.AsyncStream[Any]]:
-        """Send the request; resolves once the response headers arrived (errors raise here)."""
+    async def _open(self, prompt: Prompt) -> anthropic.AsyncStream[RawMessageStreamEvent]:
+        """Send the request; returns once the response headers arrived (errors raise here)."""
         s = self._settings
-        return self._client.messages.create(
+        messages: list[MessageParam] = [
+            UserMessageParam(role="user", content=m.content)
+            if m.role == "user"
+            else AssistantMessageParam(role="assistant", content=m.content)
+            for m in prompt.messages
+        ]
+        return await self._client.messages.create(
             model=s.model,
             max_tokens=s.max_tokens,
             system=prompt.system if prompt.system else anthropic.omit,
-            messages=[{"role": m.role, "content": m.content} for m in prompt.messages],
+            messages=messages,
             stream=True,
             # SDK 1.x dropped ``temperature`` from the typed signature; the API still takes it
             # and ``extra_body`` puts it into the request JSON unchanged.
@@ -268,7 +275,7 @@ class AnthropicProvider(ModelProvider):
         (jitter spreads out the retries of many requests that failed together)."""
         if retry_after is not None:
             return retry_after
-        base = self._settings.retry_backoff_s * 2**attempt
+        base: float = self._settings.retry_backoff_s * 2**attempt
         return base + random.uniform(0.0, 0.1 * base)
 
     def _redacted(self, error: ProviderError) -> ProviderError:

@@ -21,11 +21,11 @@ from litestar.plugins import InitPluginProtocol
 
 from app.config import load_settings
 from app.embedding import Embedder
-from app.http.ask import ask
+from app.http.ask import ask_route
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.health import live, ready
-from app.http.request_id import RequestIdMiddleware
-from app.logs import configure_logging
+from app.http.request_id import RequestIdMiddleware, add_request_id_header
+from app.logs import ensure_logging
 from app.pipeline import AskPipeline
 from app.services import Services, build_services
 from app.settings import Settings
@@ -34,11 +34,12 @@ __all__ = ["AppCore", "create_app"]
 
 
 def provide_services(state: State) -> Services:
-    return state.services
+    services: Services = state.services
+    return services
 
 
 def provide_pipeline(state: State) -> AskPipeline:
-    return state.services.pipeline
+    return provide_services(state).pipeline
 
 
 class AppCore(InitPluginProtocol):
@@ -52,6 +53,7 @@ class AppCore(InitPluginProtocol):
         settings = self.settings
         # The body limit goes on a router: Litestar reads the app-level limit from its constructor
         # argument (default 10 MB) and ignores ``AppConfig.request_max_body_size`` set by a plugin.
+        ask = ask_route(max_top_k=settings.retrieval.max_top_k, max_body_bytes=settings.server.max_body_bytes)
         app_config.route_handlers.append(
             Router(
                 "/", route_handlers=[ask, live, ready], request_max_body_size=settings.server.max_body_bytes
@@ -66,7 +68,11 @@ class AppCore(InitPluginProtocol):
         )
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
         app_config.middleware.insert(0, RequestIdMiddleware)
+        app_config.before_send.append(add_request_id_header)  # every response, routed or not
         app_config.lifespan.append(self._lifespan)
+        # Litestar would otherwise configure stdlib logging (a root handler of its own format)
+        # each time an app is built; logging is ``app.logs``'s, set up once per process.
+        app_config.logging_config = None
         app_config.openapi_config = OpenAPIConfig(title="Knowledge base", version="0.1.0", path="/schema")
         return app_config
 
@@ -85,5 +91,7 @@ def create_app(
     settings: Settings | None = None, *, embedder: Embedder | None = None, **litestar_kwargs: Any
 ) -> Litestar:
     settings = settings or load_settings()
-    configure_logging(json_lines=settings.env == "production")
+    # The process entry point (``kb serve``) configures logging; a bare factory call (uvicorn
+    # given ``app.http:create_app``, a test) gets the same set-up once, never a second handler.
+    ensure_logging(json_lines=settings.env == "production")
     return Litestar(plugins=[AppCore(settings, embedder=embedder)], **litestar_kwargs)

@@ -1,4 +1,8 @@
-"""``POST /ask``: validate, hand off to the pipeline, stream its events."""
+"""``POST /ask``: read the body, validate, hand off to the pipeline, stream its events.
+
+``ask_route`` builds the route for one app, so that its OpenAPI description states that app's
+configured limits (``app.http.openapi``).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,20 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
-from litestar.params import JSONBody
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import RawBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
+from app.http.body import decode_json_body
+from app.http.openapi import (
+    error_response,
+    json_schema,
+    operation_documented_as,
+    response,
+    set_maximum,
+    sse_events_schema,
+)
 from app.http.request_id import request_id_of
 from app.http.sse import encode_event, with_heartbeats
 from app.pipeline import (
@@ -25,8 +39,9 @@ from app.pipeline import (
     SourceView,
     UsageView,
 )
+from app.records import RetrievalStatus
 
-__all__ = ["AskAnswer", "ask"]
+__all__ = ["AskAnswer", "ask", "ask_route"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -35,7 +50,7 @@ class AskAnswer(msgspec.Struct, kw_only=True):
     """The whole answer at once (``"stream": false``)."""
 
     answer: str
-    retrieval_status: str
+    retrieval_status: RetrievalStatus
     sources: list[SourceView]
     citations: list[int]
     usage: UsageView | None
@@ -49,8 +64,8 @@ class AskAnswer(msgspec.Struct, kw_only=True):
 async def _require_json(request: Request[Any, Any, Any]) -> None:
     """Refuse a body that is not declared as JSON, before it is read.
 
-    Litestar decodes the body as JSON whatever the declared type, so without this a form post or
-    ``text/plain`` whose bytes happen to be JSON would be answered as if it were well-formed.
+    Without this a form post or ``text/plain`` whose bytes happen to be JSON would be answered as
+    if it were well-formed.
     """
     media_type = request.content_type[0].lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
@@ -60,26 +75,19 @@ async def _require_json(request: Request[Any, Any, Any]) -> None:
         )
 
 
-@post(
-    "/ask",
-    summary="Answer a question from the knowledge base",
-    description=(
-        "Streams server-sent events: one `retrieval`, zero or more `delta`, then one `done` or one "
-        '`error`. With `"stream": false`, returns one JSON object instead.'
-    ),
-    status_code=200,
-    before_request=_require_json,
-)
 async def ask(
-    data: JSONBody[AskRequest],
+    body: RawBody,
     request: Request[Any, Any, Any],
     pipeline: NamedDependency[AskPipeline],
     heartbeat_s: NamedDependency[float],
 ) -> Response[Any]:
-    valid = pipeline.validate(data)  # domain errors become 4xx before any byte is streamed
+    # Litestar reads the bytes (and refuses more than the router's limit with a 413); decoding
+    # them is ours, so that it is strict and bounded (``app.http.body``).
+    ask_request = decode_json_body(body, AskRequest)
+    valid = pipeline.validate(ask_request)  # domain errors become 4xx before any byte is streamed
     request_id = request_id_of(request.scope)
     events = pipeline.run(valid, request_id=request_id)
-    if not data.stream:
+    if not ask_request.stream:
         return Response(await _collect(events, request_id))
 
     async def encoded() -> AsyncIterator[bytes]:
@@ -92,6 +100,53 @@ async def ask(
     return Stream(
         with_heartbeats(encoded(), heartbeat_s), media_type="text/event-stream", headers=SSE_HEADERS
     )
+
+
+def ask_route(*, max_top_k: int, max_body_bytes: int) -> HTTPRouteHandler:
+    """``POST /ask`` as one app serves it: its documentation states that app's limits."""
+    request_schema = json_schema(AskRequest)
+    set_maximum(request_schema, "top_k", max_top_k)
+    operation = operation_documented_as(
+        request_body={"application/json": request_schema},
+        responses={
+            200: response(
+                'The answer: an event stream by default, one JSON object with `"stream": false`.',
+                {
+                    "application/json": json_schema(AskAnswer),
+                    "text/event-stream": sse_events_schema(RetrievalEvent, DeltaEvent, DoneEvent, ErrorEvent),
+                },
+            ),
+            400: error_response(
+                "The body is not a request: malformed JSON, nested too deep, a field of the wrong "
+                'type (no coercion: `"5"` is not an integer), a missing or an unknown field.'
+            ),
+            413: error_response(f"The body is larger than {max_body_bytes} bytes."),
+            415: error_response(
+                "The body is not declared as JSON (`application/json`, or another `+json` type)."
+            ),
+            422: error_response(
+                "The request is well-formed but cannot be answered as asked: a question of only whitespace, one "
+                f"over the token limit, `top_k` above {max_top_k}, an empty `filters.source_prefix`."
+            ),
+            503: error_response("The store or the model provider is unavailable; retrying may help."),
+        },
+    )
+    return post(
+        "/ask",
+        summary="Answer a question from the knowledge base",
+        description=_EVENTS,
+        status_code=200,
+        before_request=_require_json,
+        operation_class=operation,
+    )(ask)
+
+
+_EVENTS = (
+    "Streams server-sent events: one `retrieval`, zero or more `delta`, then one `done` or one "
+    '`error`, each as `event: <type>` and `data: <JSON>`. With `"stream": false`, returns one JSON '
+    "object instead. Failures after the stream has started are reported by the `error` event (or "
+    "the `error` field of the JSON answer), never by the status code."
+)
 
 
 async def _collect(events: AsyncIterator[Any], request_id: str) -> AskAnswer:

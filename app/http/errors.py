@@ -1,22 +1,25 @@
 """Domain errors and framework errors → HTTP, in one place.
 
-Every error body has the same shape: ``{"error": {"code", "message", "detail"?}, "request_id"}``.
-Nothing a client can send produces a 500; a 500 is a bug, logged with its traceback.
+Every error body has the same shape, ``ErrorBody``: ``{"error": {"code", "message", "detail"?},
+"request_id"}``; the OpenAPI document describes it from the same struct. Nothing a client can
+send produces a 500; a 500 is a bug, logged with its traceback.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import ExceptionHandlersMap
 
 from app.errors import (
     InvalidRequestError,
@@ -27,9 +30,37 @@ from app.errors import (
 )
 from app.http.request_id import request_id_of
 
-__all__ = ["EXCEPTION_HANDLERS", "error_body"]
+__all__ = ["EXCEPTION_HANDLERS", "ErrorBody", "ErrorInfo", "RequestBodyError", "error_body"]
 
 log = structlog.get_logger("kb.http")
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    code: str
+    """Stable, machine-readable: what went wrong (``invalid_body``, ``question_too_long``, ...)."""
+    message: str
+    """For people: what went wrong and, where it helps, what to change."""
+    detail: Any = None
+    """Structured specifics when there are any (e.g. the offending field); absent otherwise."""
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """The body of every error response."""
+
+    error: ErrorInfo
+    request_id: str
+    """The id in the ``X-Request-ID`` response header; it identifies the request in the logs."""
+
+
+class RequestBodyError(Exception):
+    """The request body cannot be read as the request type: always a 400, never a 500."""
+
+    def __init__(self, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+
 
 _STATUS: dict[type[KBError], int] = {
     InvalidRequestError: HTTP_422_UNPROCESSABLE_ENTITY,
@@ -50,24 +81,30 @@ _HTTP_CODES = {
 }
 
 
-def error_body(code: str, message: str, request_id: str, detail: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if detail:
-        error["detail"] = detail
-    return {"error": error, "request_id": request_id}
+def error_body(code: str, message: str, request_id: str, detail: Any = None) -> ErrorBody:
+    return ErrorBody(
+        error=ErrorInfo(code=code, message=message, detail=detail or None), request_id=request_id
+    )
 
 
-def _domain(request: Request[Any, Any, Any], exc: KBError) -> Response[Any]:
+def _domain(request: Request[Any, Any, Any], exc: KBError) -> Response[ErrorBody]:
     status = next(
         (code for kind, code in _STATUS.items() if isinstance(exc, kind)), HTTP_500_INTERNAL_SERVER_ERROR
     )
     return Response(error_body(exc.code, exc.message, request_id_of(request.scope)), status_code=status)
 
 
-def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+def _body(request: Request[Any, Any, Any], exc: RequestBodyError) -> Response[ErrorBody]:
+    return Response(
+        error_body(exc.code, exc.message, request_id_of(request.scope), exc.detail),
+        status_code=HTTP_400_BAD_REQUEST,
+    )
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+    """Litestar's own validation (parameters of any route that declares them)."""
     extra = exc.extra if isinstance(exc.extra, list) else []
-    # Name the field in the message itself ("top_k: Expected `int` >= 1"); msgspec's own text
-    # leaves it out, and "data" is Litestar's name for the body as a whole.
+    # Name the field in the message itself; msgspec's own text leaves it out.
     messages = [
         f"{item['key']}: {item.get('message', '')}"
         if item.get("key") not in (None, "", "data")
@@ -76,32 +113,21 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
         if isinstance(item, dict)
     ]
     message = "; ".join(m for m in messages if m) or exc.detail
-    if "JSON is malformed" in message or "malformed" in message.lower():
-        code = "malformed_json"
-    else:
-        code = "invalid_body"
     return Response(
-        error_body(code, f"invalid request body: {message}", request_id_of(request.scope), extra or None),
+        error_body("bad_request", f"invalid request: {message}", request_id_of(request.scope), extra),
         status_code=HTTP_400_BAD_REQUEST,
     )
 
 
-def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
-    message = exc.detail
-    # Litestar reports an undecodable body as a plain 400 ClientException raised from a
-    # SerializationException (msgspec's words: "Input data was truncated", ...), not as a
-    # ValidationException, so it is recognised here by its cause.
-    if isinstance(exc.__cause__, SerializationException):
-        code, message = "malformed_json", f"request body is malformed JSON: {exc.detail}"
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     return Response(
-        error_body(code, message, request_id_of(request.scope)),
+        error_body(_HTTP_CODES.get(exc.status_code, "http_error"), exc.detail, request_id_of(request.scope)),
         status_code=exc.status_code,
         headers=exc.headers,
     )
 
 
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("unhandled_error", error=repr(exc))
     return Response(
         error_body(
@@ -113,8 +139,9 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     KBError: _domain,
+    RequestBodyError: _body,
     ValidationException: _validation,
     HTTPException: _http,
     Exception: _unexpected,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 
@@ -17,8 +18,8 @@ HEARTBEAT = b": keep-alive\n\n"
 
 def encode_event(event: PipelineEvent) -> bytes:
     """``event: <type>`` + ``data: <json>``; the JSON never contains a raw newline."""
-    payload = msgspec.to_builtins(event)
-    kind = payload.pop("type")
+    payload: dict[str, Any] = msgspec.to_builtins(event)
+    kind: str = payload.pop("type")
     return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode(payload) + b"\n\n"
 
 

@@ -32,6 +32,9 @@ class LiveServer:
             app,
             lifespan="on",
             log_level="warning",
+            # As ``kb serve`` does: uvicorn's records go to the app's structured handler, and
+            # uvicorn installs no handlers of its own.
+            log_config=None,
             access_log=False,
             # Short, so stopping does not wait on a stream a test left open.
             timeout_graceful_shutdown=2,

@@ -1,16 +1,51 @@
-"""Reading and checking a ``text/event-stream`` answer as a client sees it."""
+"""Reading and checking a ``text/event-stream`` answer as a client sees it.
+
+The parser is written here from the WHATWG "server-sent events" rules, independently of the
+product's own client (``app.cli.client``), so a mistake shared by the server's encoder and the
+product's parser cannot pass unnoticed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from app.cli.client import SSEEvent, parse_sse
+__all__ = ["SSEEvent", "Stream", "assert_event_grammar", "parse_sse", "read_stream"]
 
-__all__ = ["Stream", "assert_event_grammar", "read_stream"]
+
+@dataclass
+class SSEEvent:
+    event: str
+    data: Any
+    """The event's data, decoded as JSON (every event of this API carries a JSON object)."""
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
+    """Events of a stream, one per blank-line-terminated block that has data; comments skipped.
+
+    Per the standard: ``field: value`` loses one space after the colon, a line without a colon
+    is a field with an empty value, ``data`` lines join with newlines, unknown fields are ignored,
+    and a block cut off before its blank line is not an event.
+    """
+    event, data = "", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield SSEEvent(event or "message", json.loads("\n".join(data)))
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ingest.runner import doc_id_for
+from app.config import load_settings
 from tests.e2e.sse import Stream, assert_event_grammar, read_stream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -101,10 +101,9 @@ def test_source_prefix_filter_keeps_only_that_document(client: httpx.Client) -> 
     assert "03:00 UTC" in body["answer"]
 
 
-def test_doc_ids_filter_keeps_only_those_documents(client: httpx.Client) -> None:
-    guide = doc_id_for("mixed/guide.md")
+def test_sources_filter_keeps_only_those_documents(client: httpx.Client) -> None:
     body = client.post(
-        "/ask", json={"question": "installation", "filters": {"doc_ids": [guide]}, "stream": False}
+        "/ask", json={"question": "installation", "filters": {"sources": ["mixed/guide.md"]}, "stream": False}
     ).json()
 
     assert body["sources"]
@@ -185,8 +184,8 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str, str]] = [
         "author",
     ),
     (
-        "doc_ids is not a list",
-        {"json": {"question": "hi", "filters": {"doc_ids": "abc"}}},
+        "sources is not a list",
+        {"json": {"question": "hi", "filters": {"sources": "abc"}}},
         400,
         "invalid_body",
         "filters",
@@ -208,6 +207,44 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str, str]] = [
     ),
     ("top_k not a number", {"json": {"question": "hi", "top_k": "five"}}, 400, "invalid_body", "top_k"),
     ("top_k a fraction", {"json": {"question": "hi", "top_k": 2.5}}, 400, "invalid_body", "top_k"),
+    # Strict types: nothing is coerced, whatever a lenient decoder would make of it.
+    ("top_k a numeric string", {"json": {"question": "hi", "top_k": "5"}}, 400, "invalid_body", "top_k"),
+    ("top_k a whole float", {"json": {"question": "hi", "top_k": 3.0}}, 400, "invalid_body", "top_k"),
+    (
+        "stream the string false",
+        {"json": {"question": "hi", "stream": "false"}},
+        400,
+        "invalid_body",
+        "stream",
+    ),
+    ("stream zero", {"json": {"question": "hi", "stream": 0}}, 400, "invalid_body", "stream"),
+    (
+        "a tiny body nested a thousand levels deep",
+        {
+            "content": b'{"question": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "body_too_deep",
+        "deep",
+    ),
+    (
+        "deep nesting in an unknown field",
+        {
+            "content": b'{"question": "hi", "x": ' + b'{"a": ' * 200 + b"1" + b"}" * 200 + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "body_too_deep",
+        "deep",
+    ),
+    (
+        "no body",
+        {"content": b"", "headers": {"content-type": "application/json"}},
+        400,
+        "malformed_json",
+        "malformed",
+    ),
     ("stream not a boolean", {"json": {"question": "hi", "stream": "yes"}}, 400, "invalid_body", "stream"),
     (
         "text/plain body",
@@ -266,6 +303,30 @@ def test_ask_only_accepts_post(client: httpx.Client) -> None:
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [("GET", "/no/such/page", 404, "not_found"), ("DELETE", "/ask", 405, "method_not_allowed")],
+)
+def test_unrouted_requests_carry_a_request_id_too(
+    client: httpx.Client, method: str, path: str, status: int, code: str
+) -> None:
+    made = client.request(method, path)
+    echoed = client.request(method, path, headers={"X-Request-ID": "trace-404.b"})
+
+    assert made.status_code == status and made.json()["error"]["code"] == code
+    assert len(made.headers["x-request-id"]) == 32
+    assert made.json()["request_id"] == made.headers["x-request-id"]
+    assert echoed.headers["x-request-id"] == "trace-404.b" == echoed.json()["request_id"]
+
+
+def test_top_k_at_the_configured_maximum_is_accepted(client: httpx.Client) -> None:
+    maximum = load_settings(environ={}).retrieval.max_top_k
+
+    response = client.post("/ask", json={"question": LINUX, "top_k": maximum, "stream": False})
+
+    assert response.status_code == 200, response.text
+
+
 # --------------------------------------------------------------------------- health and schema
 
 
@@ -277,13 +338,25 @@ def test_live_and_ready_when_the_model_is_loaded_and_the_store_is_open(client: h
     assert ready.json()["status"] == "ready" and ready.json()["reasons"] == []
 
 
-def test_openapi_schema_describes_ask(client: httpx.Client) -> None:
+def test_openapi_schema_describes_ask_as_it_behaves(client: httpx.Client) -> None:
     schema = client.get("/schema/openapi.json")
 
     assert schema.status_code == 200
     operation = schema.json()["paths"]["/ask"]["post"]
-    assert "requestBody" in operation
-    components = schema.json()["components"]["schemas"]
-    ask_request = next(v for k, v in components.items() if k.endswith("AskRequest"))
-    assert {"question", "filters", "top_k", "stream"} <= ask_request["properties"].keys()
-    assert ask_request["required"] == ["question"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert {"question", "filters", "top_k", "stream"} <= body["properties"].keys()
+    assert body["required"] == ["question"]
+    assert body["additionalProperties"] is False  # unknown fields are refused (see above)
+    assert body["properties"]["filters"]["anyOf"][0]["additionalProperties"] is False
+    top_k = next(s for s in body["properties"]["top_k"]["anyOf"] if s.get("type") == "integer")
+    assert top_k["maximum"] == load_settings(environ={}).retrieval.max_top_k
+    assert body["properties"]["stream"]["type"] == "boolean"  # no "false" strings, no 0
+
+    responses = operation["responses"]
+    assert {"200", "400", "413", "415", "422", "503"} <= responses.keys()
+    assert {"application/json", "text/event-stream"} <= responses["200"]["content"].keys()
+    for status in ("400", "413", "415", "422", "503"):
+        error_body = responses[status]["content"]["application/json"]["schema"]
+        assert error_body["required"] == ["error", "request_id"]
+        assert error_body["properties"]["error"]["required"] == ["code", "message"]
+        assert "detail" in error_body["properties"]["error"]["properties"]
