@@ -56,7 +56,8 @@ class ChunkRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Stable id of the source document (derived from its path)."""
 
     source: str
-    """Absolute path of the source file (or the id given by the caller, e.g. a BEIR corpus id)."""
+    """The document path shown to users: the source name plus the path inside its folder
+    (``docs/guide/install.md``), or the id given by the caller (e.g. a BEIR corpus id)."""
 
     title: str
     heading_path: tuple[str, ...] = ()
@@ -77,6 +78,13 @@ class ChunkRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     ingested_at: str
     """ISO-8601 UTC time of the run that wrote the chunk."""
+
+    source_name: str = ""
+    """The named source the document belongs to (the first part of ``source``); empty for
+    documents that do not come from a folder."""
+
+    source_root: str = ""
+    """The resolved folder that source stood for when the chunk was written."""
 
     @property
     def heading(self) -> str:

@@ -13,8 +13,8 @@ Policy, outermost first:
   carries the shortened path, since that is what gets embedded.
 * Whole paragraphs are packed while they fit. A paragraph that cannot fit a chunk on its own (or
   that, moved whole to the next chunk, would leave less than ``min_tokens`` behind) is split
-  at sentences (``.``, ``!``, ``?`` followed by whitespace, and CJK ``。！？``), a sentence
-  that is still too long at line breaks, and a line that is still too long at token boundaries,
+  at sentences (``app.text.sentences``, the splitter answers are cut and quoted by too), a
+  sentence that is still too long at line breaks, and a line that is still too long at token boundaries,
   preferring whitespace, then punctuation. Line-structured text (code, tables, lists: lines
   without a sentence end) is split at lines rather than treated as one long sentence.
 * Overlap: a chunk after the first in a section starts with the longest run of whole trailing
@@ -40,6 +40,7 @@ from typing import NamedTuple
 import msgspec
 
 from app.records import embedding_text
+from app.text.sentences import sentence_spans
 from app.text.tokens import Tokenizer
 from ingest.documents import LoadedDocument
 
@@ -48,7 +49,6 @@ __all__ = ["ChunkDraft", "chunk_document"]
 _MIN_MAX_TOKENS = 8
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")
 _LINE_END = re.compile(r"\n")
-_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)|[。！？]+[」』”’）)]*")
 _CLOSES_SENTENCE = re.compile(r"[.!?。！？][\"'”’)\]」』）]*$")
 
 
@@ -179,7 +179,8 @@ def _units(section: _Section, index: int, limit: int) -> list[_Unit]:
     tokens; token windows of lines still over ``limit``."""
     start, end = section.paragraphs[index]
     units: list[_Unit] = []
-    for sentence_start, sentence_end in _spans(section.text, start, end, _SENTENCE_END):
+    sentences = [(start + a, start + b) for a, b in sentence_spans(section.text[start:end])]
+    for sentence_start, sentence_end in sentences:
         tokens = section.tokens_between(sentence_start, sentence_end)
         sentence = section.text[sentence_start:sentence_end]
         # Several lines that do not end a sentence are code, a table or a list: lines are their

@@ -1,4 +1,4 @@
-"""Finding the files of an ingestion run and naming them stably."""
+"""Finding the files of an ingestion run and naming them by their source (``ingest.sources``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-__all__ = ["DiscoveredFile", "Discovery", "discover", "source_name"]
+from ingest.sources import Root
+
+__all__ = ["DiscoveredFile", "Discovery", "discover"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,29 +18,16 @@ class DiscoveredFile:
     path: Path
     """Where the file is on disk."""
     source: str
-    """Stable name: the root folder's name plus the path inside it (``docs/guide/install.md``)."""
+    """Its document path: the source name plus the path inside the folder (``docs/guide/install.md``)."""
+    root: Root
+    """The root it was found under."""
 
 
 @dataclass(slots=True)
 class Discovery:
     files: list[DiscoveredFile]
     unsupported: list[str]
-    """Sources skipped because their type is not supported."""
-    missing_roots: list[str]
-
-
-def source_name(root: Path, path: Path) -> str:
-    """Name a file by its root folder's name and its path inside the root.
-
-    Absolute paths would change when a checkout moves; paths relative to the working directory
-    would change with it. The root's own name keeps ``kb ingest docs`` and ``kb ingest ./docs/``
-    (and the same folder elsewhere) naming documents the same way.
-    """
-    root = root.resolve()
-    path = path.resolve()
-    if root.is_file():
-        return root.name
-    return str(PurePosixPath(root.name) / PurePosixPath(path.relative_to(root).as_posix()))
+    """Document paths skipped because their type is not supported."""
 
 
 def _matches(relative: str, patterns: Iterable[str]) -> bool:
@@ -52,32 +41,31 @@ def _matches(relative: str, patterns: Iterable[str]) -> bool:
 
 
 def discover(
-    roots: Sequence[Path], *, include: Sequence[str], exclude: Sequence[str], supported: Iterable[str]
+    roots: Sequence[Root], *, include: Sequence[str], exclude: Sequence[str], supported: Iterable[str]
 ) -> Discovery:
-    """Files under ``roots`` (recursively) that pass the globs, sorted, each once."""
+    """Files of ``roots`` (folders recursively) that pass the globs, sorted, each file once."""
     suffixes = {s.lower() for s in supported}
     files: dict[Path, DiscoveredFile] = {}
     unsupported: list[str] = []
-    missing: list[str] = []
     for root in roots:
-        if not root.exists():
-            missing.append(str(root))
-            continue
-        root = root.resolve()
-        candidates = [root] if root.is_file() else _walk(root)
+        if root.part is not None and root.part.is_file():
+            # A file given by name is matched by its name, as if it sat at the top of a folder.
+            candidates, relative_to = [root.part], root.part.parent
+        else:
+            # Globs match paths inside the source folder, so a subfolder selects what a run over
+            # the whole folder would select there.
+            candidates, relative_to = _walk(root.part or root.folder), root.folder
         for path in candidates:
-            relative = path.name if root.is_file() else path.relative_to(root).as_posix()
+            relative = path.relative_to(relative_to).as_posix()
             if not _matches(relative, include) or _matches(relative, exclude):
                 continue
-            source = source_name(root, path)
+            source = root.document(path)
             if path.suffix.lower() not in suffixes:
                 unsupported.append(source)
                 continue
-            files.setdefault(path, DiscoveredFile(path=path, source=source))
+            files.setdefault(path, DiscoveredFile(path=path, source=source, root=root))
     return Discovery(
-        files=sorted(files.values(), key=lambda f: f.source),
-        unsupported=sorted(unsupported),
-        missing_roots=missing,
+        files=sorted(files.values(), key=lambda f: f.source), unsupported=sorted(set(unsupported))
     )
 
 

@@ -1,4 +1,4 @@
-"""Turn source files (Markdown, plain text, HTML, PDF) into ``LoadedDocument``s.
+"""Turn source files (Markdown, plain text, HTML, PDF, Word, PowerPoint) into ``LoadedDocument``s.
 
 Every failure caused by a file's content or access is a ``LoadError`` whose message is the human
 reason, so the ingestion runner can report the file and move on to the next one.
@@ -30,8 +30,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
-from bs4.element import PreformattedString
+from bs4 import BeautifulSoup
+from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 from markdown_it import MarkdownIt
 from pypdf import PdfReader
 
@@ -42,7 +42,7 @@ __all__ = ["SUPPORTED_FORMATS", "LoadError", "detect_format", "load_document"]
 
 SUPPORTED_FORMATS: Mapping[str, str] = MappingProxyType(
     {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
-    | {".html": "html", ".htm": "html", ".pdf": "pdf"}
+    | {".html": "html", ".htm": "html", ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx"}
 )
 
 # pypdf logs a warning for every robustness fix it applies to a damaged file; during ingestion that
@@ -90,6 +90,12 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
         return LoadedDocument(title=path.stem, format=fmt, sections=())
     if fmt == "pdf":
         return _load_pdf(path, data)
+    if fmt in ("docx", "pptx"):
+        # Imported on first use: ingest.office needs LoadError from this module, and python-pptx
+        # is slow to import for a run without Office files. Its loaders are documented there.
+        from ingest.office import load_docx, load_pptx
+
+        return load_docx(path, data) if fmt == "docx" else load_pptx(path, data)
     text = _decode(data)
     try:
         if fmt == "markdown":
@@ -234,11 +240,12 @@ class _HtmlWalker:
             if isinstance(node, NavigableString):
                 if not isinstance(node, PreformattedString):  # comments, doctypes
                     self._inline.append(_SPACES.sub(" ", str(node)))
-            elif not entering:
-                self._leave(node.name)
-            elif isinstance(node, Tag) and self._enter(node):
-                stack.append((node, False))
-                stack.extend((child, True) for child in reversed(node.contents))
+            elif isinstance(node, Tag):
+                if not entering:
+                    self._leave(node.name)
+                elif self._enter(node):
+                    stack.append((node, False))
+                    stack.extend((child, True) for child in reversed(node.contents))
 
     def _enter(self, tag: Tag) -> bool:
         """Handle an opening tag; True when its children should be walked."""

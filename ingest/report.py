@@ -29,6 +29,11 @@ class IngestReport(msgspec.Struct, kw_only=True):
     """Files with no text to index."""
     repaired: int = 0
     """Unchanged documents whose leftovers from an interrupted run were removed."""
+    adopted: int = 0
+    """Stored documents re-bound to the folder given with --adopt (a folder that moved, or
+    documents written before sources were recorded)."""
+    unrecorded: int = 0
+    """Stored documents, outside this run's sources, written before sources were recorded."""
     dry_run: bool = False
     interrupted: bool = False
     plan: list[dict[str, str]] = msgspec.field(default_factory=list)
@@ -57,6 +62,15 @@ class IngestReport(msgspec.Struct, kw_only=True):
             )
         if self.empty:
             lines.append(f"no text in {len(self.empty)}: " + ", ".join(self.empty[:10]))
+        if self.adopted:
+            rebound = "would re-bind" if self.dry_run else "re-bound"
+            lines.append(f"{rebound} {self.adopted} stored document(s) to the folder given (--adopt)")
+        if self.unrecorded:
+            lines.append(
+                f"{self.unrecorded} stored document(s) were written by an older kb that did not record "
+                "their folder: ingest that folder with --adopt to keep them (add --prune to drop the "
+                "ones whose file is gone)"
+            )
         if self.repaired:
             lines.append(f"cleaned up leftovers of an interrupted run in {self.repaired} document(s)")
         for failure in self.failed:

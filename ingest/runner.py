@@ -10,6 +10,14 @@ Safety rests on three rules:
   again (same ids) and only then deletes the old one. Nothing is lost, nothing is duplicated.
 * Files are read once: the bytes that are hashed are the bytes that are parsed.
 
+A document is named by its source (``ingest.sources``): the source name plus its path inside the
+folder that name stands for. A name stands for one folder; ``prune`` only ever considers the
+documents of the sources given to the run.
+
+The counts of a report say what happened, not what was planned: a new or changed document is
+counted once its last chunk is written (with ``dry_run``, once planned), so the summary of an
+interrupted run agrees with what the next run finds complete.
+
 Embedding is the only expensive step, so chunks of many documents are pooled into large
 batches for the model, and the store writes of one batch overlap the encoding of the next.
 """
@@ -17,6 +25,7 @@ batches for the model, and the store writes of one batch overlap the encoding of
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import time
 import uuid
@@ -32,13 +41,14 @@ from app.embedding import Embedder
 from app.records import ChunkRecord
 from app.retrieval.bm25 import LEXICAL_VERSION, LexicalEncoder
 from app.settings import ChunkingSettings, IngestSettings
-from app.store import QdrantStore
+from app.store import DocumentState, QdrantStore
 from ingest.chunking import chunk_document
-from ingest.discovery import discover
+from ingest.discovery import DiscoveredFile, discover
 from ingest.documents import LoadedDocument, Section
 from ingest.loaders import SUPPORTED_FORMATS, LoadError, load_document
 from ingest.progress import Progress, QuietProgress
 from ingest.report import FailedFile, IngestReport
+from ingest.sources import Root, SourcePlan, check_sources, known_folders, resolve_roots
 
 __all__ = ["IngestItem", "Ingestor", "doc_id_for", "file_items"]
 
@@ -46,6 +56,11 @@ _ID_NAMESPACE = uuid.UUID("6f1c8f5e-7a3b-4c61-9d0e-2b8a4e5f7c10")
 
 
 def doc_id_for(source: str) -> str:
+    """The id of the document at this path (``docs/guide/install.md``).
+
+    The path is unambiguous because a source name stands for one folder only (``ingest.sources``);
+    it is also what older versions derived the id from, so their documents keep their ids.
+    """
     return str(uuid.uuid5(_ID_NAMESPACE, source))
 
 
@@ -60,6 +75,10 @@ class IngestItem:
     source: str
     content: bytes
     load: Callable[[], LoadedDocument]
+    source_name: str = ""
+    """The named source it belongs to; empty for documents that do not come from a folder."""
+    source_root: str = ""
+    """The resolved folder of that source."""
 
 
 @dataclass(slots=True)
@@ -69,6 +88,9 @@ class _Pending:
     doc_id: str
     doc_hash: str
     remaining: int
+    source: str
+    outcome: str
+    """"new" or "changed": what the report counts once the last chunk is written."""
 
 
 @dataclass(slots=True)
@@ -77,16 +99,24 @@ class _Batch:
     finished_docs: list[_Pending] = field(default_factory=list)
 
 
-def file_items(paths: Iterable[tuple[Path, str]], report: IngestReport) -> list[IngestItem]:
+def file_items(files: Iterable[DiscoveredFile], report: IngestReport) -> list[IngestItem]:
     """Read each file once; unreadable files go straight to ``report.failed``."""
     items: list[IngestItem] = []
-    for path, source in paths:
+    for found in files:
         try:
-            data = path.read_bytes()
+            data = found.path.read_bytes()
         except OSError as exc:
-            report.failed.append(FailedFile(source, f"cannot read: {exc.strerror or exc}"))
+            report.failed.append(FailedFile(found.source, f"cannot read: {exc.strerror or exc}"))
             continue
-        items.append(IngestItem(source=source, content=data, load=lambda p=path, d=data: load_document(p, d)))
+        items.append(
+            IngestItem(
+                source=found.source,
+                content=data,
+                load=functools.partial(load_document, found.path, data),
+                source_name=found.root.name,
+                source_root=str(found.root.folder),
+            )
+        )
     return items
 
 
@@ -122,16 +152,31 @@ class Ingestor:
     # -- entry points ---------------------------------------------------------------------
 
     def ingest_paths(
-        self, roots: Sequence[Path], *, prune: bool = False, dry_run: bool = False
+        self,
+        paths: Sequence[Path],
+        *,
+        prune: bool = False,
+        dry_run: bool = False,
+        source: str | None = None,
+        adopt: bool = False,
     ) -> IngestReport:
-        """Ingest files under ``roots``; with ``prune``, drop documents whose file is gone."""
+        """Ingest the files under ``paths`` (folders or files), each as part of a named source.
+
+        A path inside a folder the store already knows belongs to that folder's source; any other
+        path is a new source named after its folder, or ``source`` (see ``resolve_roots``). With
+        ``prune``, documents of these roots whose file is gone are removed, and only those. A name
+        the store records for another folder is refused (``SourceError``) unless ``adopt`` says
+        the folder moved here. Nothing is written before these checks pass.
+        """
         started = time.perf_counter()
         report = IngestReport(dry_run=dry_run)
+        states = self._states()
+        roots, missing = resolve_roots(paths, source=source, known=known_folders(states))
+        for path in missing:
+            report.failed.append(FailedFile(path, "no such file or folder"))
         found = discover(
             roots, include=self.settings.include, exclude=self.settings.exclude, supported=SUPPORTED_FORMATS
         )
-        for root in found.missing_roots:
-            report.failed.append(FailedFile(root, "no such file or folder"))
         report.unsupported = found.unsupported
         report.files_seen = len(found.files) + len(found.unsupported)
         oversized = {f for f in found.files if _size(f.path) > self.settings.max_file_bytes}
@@ -139,14 +184,24 @@ class Ingestor:
             report.failed.append(
                 FailedFile(f.source, f"larger than ingest.max_file_bytes ({self.settings.max_file_bytes})")
             )
-        items = file_items(((f.path, f.source) for f in found.files if f not in oversized), report)
-        prune_roots = [r.resolve() for r in roots if r.exists()] if prune else []
-        return self._run(items, report, started=started, prune_roots=prune_roots, dry_run=dry_run)
+        items = file_items((f for f in found.files if f not in oversized), report)
+        return self._run(
+            items, report, states, started=started, roots=roots, prune=prune, adopt=adopt, dry_run=dry_run
+        )
 
     def ingest_items(self, items: Sequence[IngestItem], *, dry_run: bool = False) -> IngestReport:
         """Ingest documents that do not come from files (evaluation corpora, tools)."""
         report = IngestReport(dry_run=dry_run, files_seen=len(items))
-        return self._run(list(items), report, started=time.perf_counter(), prune_roots=[], dry_run=dry_run)
+        return self._run(
+            list(items),
+            report,
+            self._states(),
+            started=time.perf_counter(),
+            roots=[],
+            prune=False,
+            adopt=False,
+            dry_run=dry_run,
+        )
 
     # -- the run --------------------------------------------------------------------------
 
@@ -154,20 +209,23 @@ class Ingestor:
         self,
         items: list[IngestItem],
         report: IngestReport,
+        states: dict[str, DocumentState],
         *,
         started: float,
-        prune_roots: list[Path],
+        roots: list[Root],
+        prune: bool,
+        adopt: bool,
         dry_run: bool,
     ) -> IngestReport:
+        sources = check_sources(roots, states, adopt=adopt)  # refuses before anything is written
         if not dry_run:
             self.store.ensure_collection(
                 model_name=self.embedder.model_name,
                 dimension=self.embedder.dimension,
                 lexical_version=LEXICAL_VERSION,
             )
-        elif self.store.exists():
-            self.store.check_model(model_name=self.embedder.model_name, dimension=self.embedder.dimension)
-        states = self.store.document_states()
+        self._adopt(sources, states, report, dry_run)
+        report.unrecorded = len(sources.unrecorded)
         self.progress.start(len(items))
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-store-writer")
         in_flight: Future[None] | None = None
@@ -194,19 +252,20 @@ class Ingestor:
                     report.failed.append(FailedFile(item.source, exc.message))
                     self.progress.file_done(item.source, "failed")
                     continue
-                records = self._records(document, item.source, doc_id, doc_hash)
+                records = self._records(document, item, doc_id, doc_hash)
                 if not records:
                     report.empty.append(item.source)
                     if state is not None and not dry_run:
                         self.store.delete_document(doc_id)
                     self.progress.file_done(item.source, "empty")
                     continue
-                setattr(report, outcome, getattr(report, outcome) + 1)
-                self._done(report, item.source, outcome, dry_run, chunks=len(records))
                 if dry_run:
+                    setattr(report, outcome, getattr(report, outcome) + 1)
+                    self._done(report, item.source, outcome, dry_run, chunks=len(records))
                     report.chunks_written += len(records)
                     continue
-                pending = _Pending(doc_id, doc_hash, len(records))
+                # Counted by the writer once its last chunk is in the store (see _flush).
+                pending = _Pending(doc_id, doc_hash, len(records), item.source, outcome)
                 for record in records:
                     batch.records.append(record)
                     pending.remaining -= 1
@@ -220,7 +279,8 @@ class Ingestor:
             if in_flight is not None:
                 in_flight.result()
                 in_flight = None
-            self._prune(states, seen, prune_roots, report, dry_run)
+            if prune:
+                self._prune(states, seen, roots, report, dry_run)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -245,8 +305,35 @@ class Ingestor:
             report.plan.append(entry)
         self.progress.file_done(source, outcome)
 
+    def _states(self) -> dict[str, DocumentState]:
+        """What the store holds, once it is known to hold this model's vectors."""
+        if self.store.exists():
+            self.store.check_model(model_name=self.embedder.model_name, dimension=self.embedder.dimension)
+        return self.store.document_states()
+
+    def _adopt(
+        self, sources: SourcePlan, states: dict[str, DocumentState], report: IngestReport, dry_run: bool
+    ) -> None:
+        """Re-bind the stored documents of a source to the folder given in this run."""
+        for adoption in sources.adoptions:
+            report.adopted += len(adoption.doc_ids)
+            if dry_run:
+                report.plan.append(
+                    {
+                        "source": f"{adoption.name}/",
+                        "action": "adopt",
+                        "documents": str(len(adoption.doc_ids)),
+                        "folder": str(adoption.folder),
+                    }
+                )
+            else:
+                self.store.set_source(adoption.doc_ids, name=adoption.name, root=str(adoption.folder))
+            for doc_id in adoption.doc_ids:
+                states[doc_id].source_name = adoption.name
+                states[doc_id].source_root = str(adoption.folder)
+
     def _records(
-        self, document: LoadedDocument, source: str, doc_id: str, doc_hash: str
+        self, document: LoadedDocument, item: IngestItem, doc_id: str, doc_hash: str
     ) -> list[ChunkRecord]:
         drafts = chunk_document(
             _titled(document),
@@ -260,7 +347,9 @@ class Ingestor:
             ChunkRecord(
                 point_id=_point_id(doc_id, doc_hash, index),
                 doc_id=doc_id,
-                source=source,
+                source=item.source,
+                source_name=item.source_name,
+                source_root=item.source_root,
                 title=document.title,
                 heading_path=draft.heading_path,
                 chunk_index=index,
@@ -287,22 +376,40 @@ class Ingestor:
         def write() -> None:
             if batch.records:
                 self.store.upsert(batch.records, dense, sparse)
-            for done in batch.finished_docs:
-                self.store.delete_document(done.doc_id, keep_hash=done.doc_hash)
             report.chunks_written += len(batch.records)
             self.progress.chunks_done(len(batch.records))
+            for done in batch.finished_docs:
+                self.store.delete_document(done.doc_id, keep_hash=done.doc_hash)
+                # Only the writer touches these counts while a run is writing.
+                setattr(report, done.outcome, getattr(report, done.outcome) + 1)
+                self.progress.file_done(done.source, done.outcome)
 
         return writer.submit(write)
 
     def _prune(
-        self, states: dict, seen: set[str], roots: list[Path], report: IngestReport, dry_run: bool
+        self,
+        states: dict[str, DocumentState],
+        seen: set[str],
+        roots: list[Root],
+        report: IngestReport,
+        dry_run: bool,
     ) -> None:
-        if not roots:
-            return
+        """Remove documents of this run's sources whose file is gone from their folder.
+
+        ``check_sources`` made sure each name in ``roots`` stands for the folder given (or
+        adopted it), so a document of another folder cannot be mistaken for one of these.
+        """
         for doc_id, state in states.items():
-            if doc_id in seen:
+            if doc_id in seen or state.source_root is None:
                 continue
-            path = _path_of(state.source, roots)
+            path = next(
+                (
+                    found
+                    for root in roots
+                    if state.source_name == root.name and (found := root.file_of(state.source)) is not None
+                ),
+                None,
+            )
             if path is None or path.exists():
                 continue
             report.pruned += 1
@@ -324,18 +431,6 @@ def _titled(document: LoadedDocument) -> LoadedDocument:
         for section in document.sections
     )
     return msgspec.structs.replace(document, sections=sections)
-
-
-def _path_of(source: str, roots: list[Path]) -> Path | None:
-    """The file a source name refers to under one of ``roots``, or None when it is not under them."""
-    head, _, rest = source.partition("/")
-    for root in roots:
-        if root.is_file():
-            if source == root.name:
-                return root
-        elif head == root.name and rest:
-            return root / rest
-    return None
 
 
 def _size(path: Path) -> int:

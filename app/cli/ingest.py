@@ -20,7 +20,20 @@ __all__ = ["ingest_command"]
 
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--prune", is_flag=True, help="Remove documents whose source file is gone from these roots.")
+@click.option(
+    "--source",
+    help="Name of the source these documents belong to: the first part of their paths "
+    "(default: the folder's name). A name stands for one folder.",
+)
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="The folder given is now the one its source name stands for (it moved, or was ingested "
+    "by an older kb); its stored documents are kept, not re-embedded.",
+)
+@click.option(
+    "--prune", is_flag=True, help="Remove documents of these sources whose file is gone from the folder."
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -33,6 +46,8 @@ __all__ = ["ingest_command"]
 @click.option("--collection", help="Collection to write to (default: store.collection).")
 def ingest_command(
     paths: tuple[Path, ...],
+    source: str | None,
+    adopt: bool,
     prune: bool,
     dry_run: bool,
     as_json: bool,
@@ -41,7 +56,10 @@ def ingest_command(
     exclude: tuple[str, ...],
     collection: str | None,
 ) -> None:
-    """Load, chunk, embed and store the documents under PATHS (files or folders)."""
+    """Load, chunk, embed and store the documents under PATHS (files or folders).
+
+    Each folder is a named source: its documents are shown as NAME/path/inside/the/folder.
+    """
     overrides: dict[str, dict[str, object]] = {}
     if collection:
         overrides["store"] = {"collection": collection}
@@ -66,7 +84,7 @@ def ingest_command(
             ingest=ingest_settings,
             progress=progress_for(quiet=quiet or as_json),
         )
-        report = ingestor.ingest_paths(list(paths), prune=prune, dry_run=dry_run)
+        report = ingestor.ingest_paths(list(paths), prune=prune, dry_run=dry_run, source=source, adopt=adopt)
     except KBError as exc:
         raise click.ClickException(exc.message) from None
     finally:
@@ -76,7 +94,12 @@ def ingest_command(
     else:
         if dry_run:
             for step in report.plan:
-                if step["action"] != "unchanged":
+                if step["action"] == "adopt":
+                    click.echo(
+                        f"would adopt: {step['documents']} stored document(s) of {step['source']} "
+                        f"as the documents of {step['folder']}"
+                    )
+                elif step["action"] != "unchanged":
                     click.echo(
                         f"would {step['action']}: {step['source']}"
                         + (f" ({step['chunks']} chunks)" if "chunks" in step else "")

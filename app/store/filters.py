@@ -1,24 +1,69 @@
-"""Request filters as Qdrant conditions, and the path prefixes they match against."""
+"""Request filters as Qdrant conditions, and the path prefixes they match against.
+
+Filters name documents the way responses show them: by their path (``sources[].source`` of an
+answer, e.g. ``docs/ingestion.md``), whose first part is the named source (``docs``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import PurePosixPath
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 from qdrant_client import models
 
-__all__ = ["RetrievalFilters", "filter_for", "normalise_prefix", "path_prefixes"]
+__all__ = [
+    "MAX_FILTER_PATH_CHARS",
+    "MAX_FILTER_SOURCES",
+    "RetrievalFilters",
+    "filter_for",
+    "normalise_prefix",
+    "path_prefixes",
+]
+
+MAX_FILTER_SOURCES = 100
+"""Most document paths one request may name; a longer list is a client bug, not a question."""
+
+MAX_FILTER_PATH_CHARS = 1024
+"""Longest path a filter may give."""
+
+_Path = Annotated[str, Meta(min_length=1, max_length=MAX_FILTER_PATH_CHARS)]
 
 
 class RetrievalFilters(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Optional narrowing of the search."""
+    """Optional narrowing of the search; when both are given, a chunk must pass both."""
 
-    source_prefix: str | None = None
-    """Only documents under this folder (or this file), e.g. "docs/guide"."""
+    source_prefix: (
+        Annotated[
+            str,
+            Meta(
+                max_length=MAX_FILTER_PATH_CHARS,
+                description='Only documents under this folder, or this one document: "docs/guide", '
+                'or "docs" for every document of the source named docs.',
+            ),
+        ]
+        | None
+    ) = None
 
-    doc_ids: list[str] | None = None
-    """Only these documents."""
+    sources: (
+        Annotated[
+            list[_Path],
+            Meta(
+                min_length=1,
+                max_length=MAX_FILTER_SOURCES,
+                description='Only these documents, by their path as answers show it in "sources[].source", '
+                'e.g. ["docs/ingestion.md"].',
+            ),
+        ]
+        | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        # Runs while a request body is decoded, so a blank path is refused with the other
+        # malformed fields instead of matching nothing.
+        if self.sources is not None and any(not path.strip() for path in self.sources):
+            raise ValueError("filters.sources: a document path must not be blank")
 
 
 def path_prefixes(source: str) -> list[str]:
@@ -28,26 +73,23 @@ def path_prefixes(source: str) -> list[str]:
 
 
 def normalise_prefix(prefix: str) -> str:
-    """The form a path-prefix filter is matched in: posix, no leading ./, no trailing /."""
+    """The form a path filter is matched in: posix, no leading ./, no trailing /."""
     cleaned = str(PurePosixPath(prefix.strip().replace("\\", "/")))
     return cleaned.removeprefix("./").rstrip("/")
 
 
 def filter_for(filters: RetrievalFilters | None) -> models.Filter | None:
-    """A Qdrant filter for the optional request filters (folder or file granularity)."""
+    """A Qdrant filter for the optional request filters."""
     if filters is None:
         return None
-    return _conditions(source_prefix=filters.source_prefix, doc_ids=filters.doc_ids)
-
-
-def _conditions(*, source_prefix: str | None, doc_ids: Iterable[str] | None) -> models.Filter | None:
     must: list[models.Condition] = []
-    if doc_ids:
-        must.append(models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids))))
-    if source_prefix:
+    if filters.sources is not None:
+        paths = sorted({normalise_prefix(path) for path in filters.sources})
+        must.append(models.FieldCondition(key="source", match=models.MatchAny(any=paths)))
+    if filters.source_prefix:
         must.append(
             models.FieldCondition(
-                key="path_prefixes", match=models.MatchValue(value=normalise_prefix(source_prefix))
+                key="path_prefixes", match=models.MatchValue(value=normalise_prefix(filters.source_prefix))
             )
         )
     return models.Filter(must=must) if must else None

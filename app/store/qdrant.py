@@ -25,7 +25,11 @@ __all__ = ["DENSE", "SPARSE", "DocumentState", "QdrantStore", "open_store"]
 
 DENSE = "dense"
 SPARSE = "lexical"
-_STATE_FIELDS = ["doc_id", "doc_hash", "chunk_count", "source"]
+_STATE_FIELDS = ["doc_id", "doc_hash", "chunk_count", "source", "source_name", "source_root"]
+# Keyword indexes a server builds for the payload fields that filters and deletes match on.
+_INDEXED_FIELDS = ("doc_id", "source", "path_prefixes")
+# Document ids per re-binding request: one filter condition each, kept to a modest size.
+_SET_SOURCE_BATCH = 512
 
 
 @dataclass(slots=True)
@@ -33,6 +37,11 @@ class DocumentState:
     """What the store holds of one document: points per content hash."""
 
     source: str
+    """The document path (``docs/guide/install.md``)."""
+    source_name: str | None = None
+    """The named source it belongs to; None on chunks written before sources were recorded."""
+    source_root: str | None = None
+    """The folder that source stood for when it was written; None as for ``source_name``."""
     points: dict[str, int] = field(default_factory=dict)
     """doc_hash → number of points with that hash."""
     expected: dict[str, int] = field(default_factory=dict)
@@ -112,6 +121,7 @@ class QdrantStore:
         """
         if self.exists():
             self.check_model(model_name=model_name, dimension=dimension)
+            self._ensure_indexes()
             return
         self.client.create_collection(
             self.collection,
@@ -119,13 +129,19 @@ class QdrantStore:
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata={"embedding_model": model_name, "dimension": dimension, "lexical": lexical_version},
         )
+        self._ensure_indexes()
+
+    def _ensure_indexes(self) -> None:
+        """Create the payload indexes that are missing (a collection made by an older version
+        lacks the newer ones; creating an existing index changes nothing)."""
+        info = self.client.get_collection(self.collection)
+        present = set(info.payload_schema or {})
         with warnings.catch_warnings():
             # The embedded store ignores payload indexes and warns so; a server builds them.
             warnings.simplefilter("ignore", UserWarning)
-            self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
-            self.client.create_payload_index(
-                self.collection, "path_prefixes", models.PayloadSchemaType.KEYWORD
-            )
+            for name in _INDEXED_FIELDS:
+                if name not in present:
+                    self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
 
     def check_model(self, *, model_name: str, dimension: int) -> None:
         """Raise ``ModelMismatchError`` unless the collection was filled by this model."""
@@ -199,6 +215,22 @@ class QdrantStore:
             wait=True,
         )
 
+    def set_source(self, doc_ids: Sequence[str], *, name: str, root: str) -> None:
+        """Record on every chunk of these documents that they belong to source ``name`` of folder
+        ``root`` (a folder that moved, or documents written before sources were recorded)."""
+        for start in range(0, len(doc_ids), _SET_SOURCE_BATCH):
+            batch = list(doc_ids[start : start + _SET_SOURCE_BATCH])
+            self.client.set_payload(
+                self.collection,
+                payload={"source_name": name, "source_root": root},
+                points=models.FilterSelector(
+                    filter=models.Filter(
+                        must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=batch))]
+                    )
+                ),
+                wait=True,
+            )
+
     # -- reads ----------------------------------------------------------------------------
 
     def document_states(self) -> dict[str, DocumentState]:
@@ -214,6 +246,9 @@ class QdrantStore:
             for point in points:
                 payload = point.payload or {}
                 state = states.setdefault(payload["doc_id"], DocumentState(source=payload["source"]))
+                if state.source_root is None and payload.get("source_root") is not None:
+                    state.source_name = str(payload.get("source_name", ""))
+                    state.source_root = str(payload["source_root"])
                 doc_hash = payload["doc_hash"]
                 state.points[doc_hash] = state.points.get(doc_hash, 0) + 1
                 state.expected[doc_hash] = int(payload["chunk_count"])
@@ -297,7 +332,7 @@ def _hit(point: models.ScoredPoint) -> SearchHit:
 
 
 def _payload(record: ChunkRecord) -> dict[str, object]:
-    payload = msgspec.to_builtins(record)
+    payload: dict[str, object] = msgspec.to_builtins(record)
     # Every ancestor of the source path, so "everything under docs/guide" is an exact keyword
     # match (indexable on a server) instead of a substring scan. Not part of ChunkRecord.
     payload["path_prefixes"] = path_prefixes(record.source)

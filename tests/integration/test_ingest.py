@@ -13,7 +13,8 @@ from app.cli import cli
 from app.errors import ModelMismatchError
 from app.settings import Settings
 from app.store import QdrantStore
-from ingest.runner import Ingestor, doc_id_for
+from ingest.loaders import load_document
+from ingest.runner import IngestItem, Ingestor, doc_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -147,11 +148,15 @@ def test_interrupted_version_change_is_completed_without_duplicates(
     ingestor.ingest_paths([corpus])
     guide = corpus / "guide.md"
     guide.write_text(guide.read_text() + "\n\n## Appendix\n\nA new section about backups and restores.\n")
+    item = IngestItem(
+        source="kb-docs/guide.md",
+        content=guide.read_bytes(),
+        load=lambda: load_document(guide),
+        source_name="kb-docs",
+        source_root=str(corpus.resolve()),
+    )
     new_hash_records = ingestor._records(  # what the next run would write for the new version
-        __import__("ingest.loaders", fromlist=["load_document"]).load_document(guide),
-        "kb-docs/guide.md",
-        doc_id_for("kb-docs/guide.md"),
-        "partial-version",
+        item.load(), item, doc_id_for("kb-docs/guide.md"), "partial-version"
     )
     partial = new_hash_records[:1]
     store.upsert(

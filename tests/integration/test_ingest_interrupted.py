@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from app.store import open_store
+from ingest.report import IngestReport
 from ingest.runner import Ingestor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,7 +50,7 @@ def start_ingest(corpus: Path, data_dir: Path) -> subprocess.Popen[str]:
 
 
 def wait_for_progress(process: subprocess.Popen[str], files: int, timeout: float = 120.0) -> None:
-    """Read progress lines until ``files`` documents were handed to the embedder."""
+    """Read progress lines until ``files`` documents were written."""
     deadline = time.monotonic() + timeout
     seen = 0
     assert process.stderr is not None
@@ -59,7 +62,8 @@ def wait_for_progress(process: subprocess.Popen[str], files: int, timeout: float
             seen += 1
 
 
-def finish_and_check(corpus: Path, settings, embedder) -> None:
+def finish_and_check(corpus: Path, settings, embedder) -> IngestReport:
+    """Run again over the same store; check it then holds every document once, complete."""
     store = open_store(settings)
     try:
         report = Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest).ingest_paths(
@@ -75,6 +79,7 @@ def finish_and_check(corpus: Path, settings, embedder) -> None:
             (doc_hash,) = state.points
             assert state.is_complete(doc_hash)
         assert store.count() == sum(next(iter(s.points.values())) for s in states.values())
+        return report
     finally:
         store.close()
 
@@ -105,4 +110,49 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_the_rerun_finishes(
         process.kill()
     assert process.returncode == 130, stderr
     assert "interrupted" in (stdout + stderr)
-    finish_and_check(corpus, settings, embedder)
+    summary = re.search(r"files seen 40: new (\d+), changed 0,", stdout)
+    assert summary, stdout
+    rerun = finish_and_check(corpus, settings, embedder)
+    # The summary counts what was written, not what was queued: exactly what the rerun finds done.
+    assert int(summary.group(1)) == rerun.unchanged
+
+
+class CtrlCDuringEncoding:
+    """The real model; Ctrl-C arrives while batch number ``at`` is being encoded (where a run
+    spends nearly all of its time)."""
+
+    def __init__(self, model, at: int) -> None:
+        self.model = model
+        self.at = at
+        self.batches = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def embed(self, texts):
+        self.batches += 1
+        if self.batches == self.at:
+            raise KeyboardInterrupt
+        return self.model.embed(texts)
+
+
+def test_an_interrupted_run_reports_as_new_exactly_the_documents_it_completed(
+    tmp_path: Path, store, settings, embedder
+) -> None:
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, files=12)
+    small_batches = msgspec.structs.replace(settings.ingest, encode_batch_size=8)
+
+    def run(model) -> IngestReport:
+        return Ingestor(store, model, chunking=settings.chunking, ingest=small_batches).ingest_paths([corpus])
+
+    interrupted = run(CtrlCDuringEncoding(embedder, at=3))
+    in_store = store.count()
+    rerun = run(embedder)
+
+    assert interrupted.interrupted
+    assert 0 < interrupted.new < 12, "the interruption should fall mid-run"
+    assert rerun.unchanged == interrupted.new
+    assert rerun.new == 12 - interrupted.new
+    assert f"new {interrupted.new}," in interrupted.summary_lines()[0]
+    assert interrupted.chunks_written == in_store

@@ -42,7 +42,9 @@ def paths_and_texts(document: LoadedDocument) -> list[tuple[tuple[str, ...], str
         ("a.html", "html"),
         ("INDEX.HTM", "html"),
         ("a.pdf", "pdf"),
-        ("a.docx", None),
+        ("a.docx", "docx"),
+        ("DECK.PPTX", "pptx"),
+        ("old.doc", None),
         ("Makefile", None),
         ("archive.tar.gz", None),
     ],
@@ -52,14 +54,14 @@ def test_detect_format_goes_by_suffix_ignoring_case(name: str, expected: str | N
 
 
 def test_supported_formats_lists_every_suffix_detect_format_accepts() -> None:
-    assert set(SUPPORTED_FORMATS.values()) == {"markdown", "text", "html", "pdf"}
+    assert set(SUPPORTED_FORMATS.values()) == {"markdown", "text", "html", "pdf", "docx", "pptx"}
     for suffix, fmt in SUPPORTED_FORMATS.items():
         assert detect_format(Path("x" + suffix)) == fmt
 
 
 def test_an_unsupported_suffix_is_a_load_error() -> None:
-    with pytest.raises(LoadError, match="unsupported file type: .docx"):
-        load("report.docx", b"PK\x03\x04")
+    with pytest.raises(LoadError, match="unsupported file type: .odt"):
+        load("report.odt", b"PK\x03\x04")
 
 
 # --- markdown ----------------------------------------------------------------------------------
