@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -24,7 +24,7 @@ from app.prompting import PromptRegistry, build_prompt, document_overhead
 from app.ranking import fit_to_budget, rank
 from app.records import RetrievalStatus, ScoredChunk
 from app.retrieval import RetrievalFilters, Retriever
-from app.settings import RankingSettings, RetrievalSettings
+from app.settings import FusionName, RankingSettings, RetrievalSettings, RetrieverMode
 from app.text.tokens import ClaudeTokenEstimate, TokenCounter
 
 __all__ = [
@@ -45,12 +45,18 @@ _SNIPPET_CHARS = 240
 
 
 class AskRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Body of ``POST /ask``."""
+    """Body of ``POST /ask``. Decoded strictly (``app.http.body``): no field is coerced."""
 
     question: Annotated[str, Meta(min_length=1, max_length=20_000, description="The question to answer.")]
     filters: RetrievalFilters | None = None
-    top_k: Annotated[int, Meta(ge=1, le=100)] | None = None
-    stream: bool = True
+    # The maximum is configured (retrieval.max_top_k), so validate() checks it and the OpenAPI
+    # document states each app's own.
+    top_k: (
+        Annotated[int, Meta(ge=1, description="At most this many sources (default: retrieval.top_k).")] | None
+    ) = None
+    stream: Annotated[
+        bool, Meta(description="Server-sent events (default), or one JSON object when false.")
+    ] = True
 
 
 class SourceView(msgspec.Struct, kw_only=True):
@@ -151,12 +157,15 @@ class AskPipeline:
 
     # -- stages 2-6 -----------------------------------------------------------------------
 
-    def select_context(self, candidates: list[ScoredChunk], top_k: int) -> list[ScoredChunk]:
-        """Rank and prune: the chunks that reach the prompt, within the context budget."""
+    def select_context(
+        self, candidates: list[ScoredChunk], top_k: int, *, context_tokens: int | None = None
+    ) -> list[ScoredChunk]:
+        """Rank and prune: the chunks that reach the prompt, within the context budget
+        (``context_tokens``, by default ``ranking.context_tokens``). The candidates are the
+        relevant ones: the retriever's floor decided that."""
         ranked = rank(
             candidates,
             top_k=top_k,
-            relevance_floor=self.retrieval_settings.relevance_floor,
             mmr_lambda=self.ranking_settings.mmr_lambda,
             duplicate_threshold=self.ranking_settings.duplicate_threshold,
         )
@@ -164,26 +173,42 @@ class AskPipeline:
         overhead = document_overhead(template, ranked, self.context_counter.count)
         return fit_to_budget(
             ranked,
-            self.ranking_settings.context_tokens,
+            context_tokens or self.ranking_settings.context_tokens,
             self.context_counter.count,
             per_chunk_overhead=overhead,
         )
 
     async def run(
-        self, valid: ValidQuestion, *, request_id: str | None = None
-    ) -> AsyncIterator[PipelineEvent]:
-        """Events of one answer: one retrieval, deltas, then one done or one error."""
+        self,
+        valid: ValidQuestion,
+        *,
+        request_id: str | None = None,
+        mode: RetrieverMode | None = None,
+        fusion: FusionName | None = None,
+        context_tokens: int | None = None,
+    ) -> AsyncGenerator[PipelineEvent, None]:
+        """Events of one answer: one retrieval, deltas, then one done or one error.
+
+        ``mode``, ``fusion`` and ``context_tokens`` default to the settings' (evaluation passes
+        them per run; the service never does).
+        """
         request_id = request_id or uuid.uuid4().hex
         timings: dict[str, float] = {}
         started = time.perf_counter()
 
-        retrieval = await self.retriever.retrieve(valid.question, filters=valid.filters)
+        retrieval = await self.retriever.retrieve(
+            valid.question, filters=valid.filters, mode=mode, fusion=fusion
+        )
         timings["retrieve"] = retrieval.took_ms
         for step, ms in retrieval.timings_ms.items():
             timings[f"retrieve.{step}"] = round(ms, 2)
 
         mark = time.perf_counter()
-        context = self.select_context(retrieval.candidates, valid.top_k) if retrieval.status == "ok" else []
+        context = (
+            self.select_context(retrieval.candidates, valid.top_k, context_tokens=context_tokens)
+            if retrieval.status == "ok"
+            else []
+        )
         status: RetrievalStatus = "empty" if retrieval.status == "ok" and not context else retrieval.status
         timings["rank"] = _since(mark)
 

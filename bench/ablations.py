@@ -32,11 +32,14 @@ VARIANTS: dict[str, dict[str, str]] = {
     "expand long questions too": {"KB_RETRIEVAL__EXPANSION_MAX_QUESTION_TERMS": "100"},
     "no length-dependent weight": {"KB_RETRIEVAL__LONG_QUESTION_DENSE_WEIGHT": "0.9"},
     "no readability-dependent weight": {"KB_RETRIEVAL__OPAQUE_DENSE_WEIGHT": "0.9"},
+    "no query-dependent weight (fixed 0.9)": {"KB_RETRIEVAL__ADAPTIVE_WEIGHTING": "false"},
     "no dense feedback": {"KB_RETRIEVAL__FEEDBACK_DOCS": "0"},
     "MMR 0.75, duplicates at 0.95 (before)": {
         "KB_RANKING__MMR_LAMBDA": "0.75",
         "KB_RANKING__DUPLICATE_THRESHOLD": "0.95",
     },
+    "reciprocal-rank fusion": {"KB_RETRIEVAL__FUSION": "rrf"},
+    "distribution-based score fusion": {"KB_RETRIEVAL__FUSION": "dbsf"},
 }
 KB = Path(sys.executable).with_name("kb")
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.ranking import fit_to_budget, rank
 from app.records import ChunkRecord, ScoredChunk
-from app.settings import RankingSettings, RetrievalSettings
+from app.settings import RankingSettings
 from app.text.tokens import ClaudeTokenEstimate
 
 __all__: list[str] = []
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     args = parser.parse_args()
 
-    ranking, retrieval = RankingSettings(), RetrievalSettings()
+    ranking = RankingSettings()
     candidates = synthetic_candidates(args.candidates, args.dim)
     counter = ClaudeTokenEstimate()
 
@@ -86,7 +86,6 @@ def main() -> None:
         return rank(
             candidates,
             top_k=args.top_k,
-            relevance_floor=retrieval.relevance_floor,
             mmr_lambda=ranking.mmr_lambda,
             duplicate_threshold=ranking.duplicate_threshold,
         )

@@ -7,7 +7,8 @@ ranking p50 < 5 ms on 5,000 passages. "expand" (choosing lexical expansion terms
 dense and the lexical search; hybrid only) is reported on its own; "search" is both round trips.
 
 Usage: .venv/bin/python bench/bench_retrieval.py /work/shared/datasets/msmarco \
-           --keep-data /tmp/kb-bench/msmarco [--repeat 3] [--modes dense,lexical,hybrid]
+           --keep-data /tmp/kb-bench/msmarco [--repeat 3] [--modes dense,lexical,hybrid] \
+           [--fusion weighted|rrf|dbsf]
 
 Not a test: timings depend on the machine and its load, so nothing here asserts.
 """
@@ -18,6 +19,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import get_args
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.config import load_settings
 from app.evaluation import load_beir, percentile
 from app.evaluation.runner import EvalSession, eval_settings
+from app.settings import FusionName
 
 __all__: list[str] = []
 
@@ -38,6 +41,7 @@ def main() -> None:
     parser.add_argument("--keep-data", type=Path, required=True, help="store folder (reused when present)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--modes", default="dense,lexical,hybrid")
+    parser.add_argument("--fusion", choices=get_args(FusionName), help="default: retrieval.fusion")
     args = parser.parse_args()
 
     dataset = load_beir(args.dataset)
@@ -54,7 +58,7 @@ def main() -> None:
             stages: dict[str, list[float]] = {stage: [] for stage in (*steps, "ranking")}
             for _ in range(args.repeat):
                 for query in dataset.queries:
-                    _, _, took = session.ask(query.text, mode, 10)
+                    _, _, took = session.ask(query.text, mode, 10, fusion=args.fusion)
                     for stage in steps:
                         stages[stage].append(took[stage])
                     stages["ranking"].append(took["fuse"] + took["rank"])

@@ -6,27 +6,29 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast, get_args
 
 import click
 import msgspec
 
 from app.config import load_settings
 from app.errors import KBError
-from app.evaluation.datasets import QA_DOCS, QA_QUESTIONS, detect_dataset_kind, load_beir, load_qa
+from app.evaluation.datasets import QA_QUESTIONS, detect_dataset_kind
 from app.evaluation.metrics import paired_bootstrap
 from app.logs import configure_logging
+from app.settings import FusionName, RetrieverMode
 
 if TYPE_CHECKING:
     from app.evaluation.runner import QAReport, RetrievalReport
-    from app.settings import Settings
 
 __all__ = ["eval_command", "format_reports"]
 
-# Spelled out rather than imported: the runner pulls in the whole service (model, store, HTTP
-# app) and `kb --help` should not pay for that.
-MODES = ("dense", "lexical", "hybrid")
+# From the settings' types rather than the runner: the runner pulls in the whole service (model,
+# store) and `kb --help` should not pay for that.
+MODES: tuple[RetrieverMode, ...] = ("dense", "lexical", "hybrid")
+FUSIONS: tuple[FusionName, ...] = get_args(FusionName)
 
 
 @click.command("eval")
@@ -42,6 +44,12 @@ MODES = ("dense", "lexical", "hybrid")
     type=click.Choice([*MODES, "all"]),
     default=None,
     help="Retriever to evaluate (default: retrieval.mode). 'all' compares the three over one ingest.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS),
+    default=None,
+    help="Hybrid fusion strategy (default: retrieval.fusion); see docs/evaluation.md.",
 )
 @click.option("--limit-queries", type=click.IntRange(min=1), help="Evaluate only the first N judged queries.")
 @click.option(
@@ -59,6 +67,7 @@ def eval_command(
     dataset_dir: Path,
     as_json: bool,
     mode: str | None,
+    fusion: str | None,
     limit_queries: int | None,
     keep_data: Path | None,
     docs_dir: Path | None,
@@ -68,18 +77,24 @@ def eval_command(
     configure_logging(json_lines=False, level=logging.WARNING)
     try:
         base = load_settings()
-        has_questions = (dataset_dir / QA_QUESTIONS).is_file()
-        kind = "qa" if docs_dir is not None and has_questions else detect_dataset_kind(dataset_dir)
-        if docs_dir is not None and kind != "qa":
+        if docs_dir is not None and not (dataset_dir / QA_QUESTIONS).is_file():
             raise click.UsageError(f"--docs is for QA sets; {dataset_dir} has no {QA_QUESTIONS}")
-        docs_dir = docs_dir or dataset_dir / QA_DOCS
-        modes = MODES if mode == "all" else (mode or base.retrieval.mode,)
+        if docs_dir is None:
+            detect_dataset_kind(dataset_dir)  # refuse a folder that is no data set before loading anything
+        modes = MODES if mode == "all" else (cast("RetrieverMode", mode or base.retrieval.mode),)
         data_dir = keep_data or Path(tempfile.mkdtemp(prefix="kb-eval-"))
         try:
-            from app.evaluation.runner import eval_settings
+            from app.evaluation.runner import eval_settings, evaluate_dataset
 
-            settings = eval_settings(base, data_dir, dataset_dir.resolve().name)
-            reports = _run(dataset_dir, docs_dir, kind, modes, limit_queries, settings, quiet=as_json)
+            reports = evaluate_dataset(
+                dataset_dir,
+                eval_settings(base, data_dir, dataset_dir.resolve().name),
+                modes=modes,
+                fusion=cast("FusionName | None", fusion),
+                limit=limit_queries,
+                docs_dir=docs_dir,
+                say=(lambda _message: None) if as_json else (lambda message: click.echo(message, err=True)),
+            )
         finally:
             if keep_data is None:
                 shutil.rmtree(data_dir, ignore_errors=True)
@@ -93,44 +108,18 @@ def eval_command(
         click.echo(format_reports(reports))
 
 
-def _run(
-    dataset_dir: Path,
-    docs_dir: Path,
-    kind: str,
-    modes: tuple[str, ...],
-    limit: int | None,
-    settings: Settings,
-    *,
-    quiet: bool,
-) -> list[RetrievalReport] | list[QAReport]:
-    from app.evaluation.runner import EvalSession
-
-    say = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    with EvalSession(settings) as session:
-        if kind == "beir":
-            dataset = load_beir(dataset_dir)
-            if limit:
-                dataset.queries = dataset.queries[:limit]
-                dataset.qrels = {q.id: dataset.qrels[q.id] for q in dataset.queries}
-            say(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...")
-            ingest = session.ingest_beir(dataset)
-            say(f"ingested: {session.chunks} chunks in {ingest.seconds:.0f} s")
-            return [session.evaluate_beir(dataset, m) for m in modes]
-        items = load_qa(dataset_dir / QA_QUESTIONS)[:limit]
-        say(f"ingesting the documents in {docs_dir} ...")
-        ingest = session.ingest_folder(docs_dir)
-        say(f"ingested: {session.chunks} chunks in {ingest.seconds:.0f} s")
-        return [session.evaluate_qa(dataset_dir.resolve().name, items, m) for m in modes]
-
-
-def format_reports(reports: list[RetrievalReport] | list[QAReport]) -> str:
+def format_reports(reports: Sequence[RetrievalReport] | Sequence[QAReport]) -> str:
     """A plain-text table: one row per mode, quality first, then latency p50/p95 per stage."""
     from app.evaluation.runner import STAGES, RetrievalReport
 
-    first = reports[0]
-    if isinstance(first, RetrievalReport):
+    beir = [r for r in reports if isinstance(r, RetrievalReport)]
+    qa = [r for r in reports if not isinstance(r, RetrievalReport)]
+    rows: list[list[str]]
+    if beir:
+        first = beir[0]
         header = (
-            f"{first.dataset}: {first.queries} judged queries, {first.corpus} passages, {first.chunks} chunks"
+            f"{first.dataset}: {first.queries} judged queries, {first.corpus} passages, {first.chunks} chunks, "
+            f"{first.fusion} fusion"
         )
         quality = ["nDCG@10", "Recall@10", "MRR@10", "fused nDCG@10"]
         rows = [
@@ -140,44 +129,44 @@ def format_reports(reports: list[RetrievalReport] | list[QAReport]) -> str:
                 f"{r.recall_at_10:.3f}",
                 f"{r.mrr_at_10:.3f}",
                 f"{r.fused.ndcg_at_10:.3f}",
-            ]  # type: ignore[union-attr]
-            for r in reports
+            ]
+            for r in beir
         ]
     else:
+        answers = qa[0]
         header = (
-            f"{first.dataset}: {first.queries} questions, {first.chunks} chunks, answers by {first.provider}"
+            f"{answers.dataset}: {answers.queries} questions, {answers.chunks} chunks, "
+            f"{answers.fusion} fusion, answers by {answers.provider}"
         )
-        quality = [f"AR{k}" for k in first.answer_recall] + ["EM", "F1"]
+        quality = [f"AR{k}" for k in answers.answer_recall] + ["EM", "F1"]
         rows = [
             [
                 r.mode,
                 *(f"{v:.3f}" for v in r.answer_recall.values()),
                 f"{r.exact_match:.3f}",
                 f"{r.token_f1:.3f}",
-            ]  # type: ignore[union-attr]
-            for r in reports
+            ]
+            for r in qa
         ]
-    stages = [s for s in STAGES if any(s in r.latency_ms for r in reports)]
+    latencies = [r.latency_ms for r in (beir or qa)]
+    stages = [s for s in STAGES if any(s in latency for latency in latencies)]
     columns = ["mode", *quality, *(f"{s} p50/p95 ms" for s in stages)]
-    for row, report in zip(rows, reports, strict=True):
-        row.extend(
-            f"{report.latency_ms[s].p50:.1f}/{report.latency_ms[s].p95:.1f}"
-            if s in report.latency_ms
-            else "-"
-            for s in stages
-        )
+    for row, latency in zip(rows, latencies, strict=True):
+        row.extend(f"{latency[s].p50:.1f}/{latency[s].p95:.1f}" if s in latency else "-" for s in stages)
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     lines = [header, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines + _paired(reports))
+    return "\n".join(lines + _paired(beir))
 
 
-def _paired(reports: list[RetrievalReport] | list[QAReport]) -> list[str]:
+def _paired(reports: Sequence[RetrievalReport]) -> list[str]:
     """Hybrid against each single retriever, query by query: a mean hides whether it is luck."""
-    by_mode = {r.mode: r for r in reports if getattr(r, "per_query", None)}
+    by_mode = {r.mode: r for r in reports if r.per_query}
     hybrid = by_mode.pop("hybrid", None)
+    if hybrid is None:
+        return []
     lines = []
-    for mode, other in by_mode.items() if hybrid else ():
+    for mode, other in by_mode.items():
         diffs = [hybrid.per_query[q] - other.per_query[q] for q in hybrid.per_query]
         better = sum(d > 1e-9 for d in diffs)
         worse = sum(d < -1e-9 for d in diffs)

@@ -31,7 +31,9 @@ from app.evaluation.metrics import (
     token_f1,
 )
 
-_RUNNER_EXPORTS = frozenset({"EvalSession", "QAReport", "RankingMetrics", "RetrievalReport", "eval_settings"})
+_RUNNER_EXPORTS = frozenset(
+    {"EvalSession", "QAReport", "RankingMetrics", "RetrievalReport", "eval_settings", "evaluate_dataset"}
+)
 
 __all__ = [
     "BeirDataset",
@@ -48,6 +50,7 @@ __all__ = [
     "answer_recall_at_k",
     "detect_dataset_kind",
     "eval_settings",
+    "evaluate_dataset",
     "exact_match",
     "load_beir",
     "load_qa",

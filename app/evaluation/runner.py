@@ -14,6 +14,10 @@ Two settings differ from the service's, both so the figures measure ranking and 
 * for BEIR runs the context budget is lifted so that the ``k`` best chunks are all kept:
   document-ranking metrics should not depend on how many tokens a prompt may hold. QA runs keep
   the configured budget, since answer-recall is about what would reach the prompt.
+
+The retriever mode, the fusion strategy and that budget are passed with each call; the service's
+settings objects are never rewritten, so one session evaluates several modes side by side.
+``evaluate_dataset`` is the whole of ``kb eval`` below the command line.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +33,15 @@ import msgspec
 
 from app.embedding import Embedder
 from app.errors import KBError
-from app.evaluation.datasets import BeirDataset, QAItem
+from app.evaluation.datasets import (
+    QA_DOCS,
+    QA_QUESTIONS,
+    BeirDataset,
+    QAItem,
+    detect_dataset_kind,
+    load_beir,
+    load_qa,
+)
 from app.evaluation.metrics import (
     LatencySummary,
     answer_recall_at_k,
@@ -43,9 +55,8 @@ from app.evaluation.metrics import (
 )
 from app.pipeline import AskRequest, DeltaEvent
 from app.records import ScoredChunk
-from app.retrieval import RetrieverMode
 from app.services import Services, build_services
-from app.settings import Settings
+from app.settings import FusionName, RetrieverMode, Settings
 from ingest.documents import LoadedDocument, Section
 from ingest.report import IngestReport
 from ingest.runner import IngestItem, Ingestor
@@ -60,6 +71,7 @@ __all__ = [
     "RetrievalReport",
     "beir_items",
     "eval_settings",
+    "evaluate_dataset",
 ]
 
 MODES: tuple[RetrieverMode, ...] = ("dense", "lexical", "hybrid")
@@ -82,6 +94,7 @@ class RetrievalReport(msgspec.Struct, kw_only=True):
     dataset: str
     kind: Literal["beir"] = "beir"
     mode: str
+    fusion: str
     queries: int
     corpus: int
     chunks: int
@@ -89,8 +102,9 @@ class RetrievalReport(msgspec.Struct, kw_only=True):
     recall_at_10: float = msgspec.field(name="recall@10")
     mrr_at_10: float = msgspec.field(name="mrr@10")
     fused: RankingMetrics
-    """The same metrics on the fused candidate order, before the ranking stage (relevance floor,
-    duplicate removal, MMR): what retrieval alone achieves, comparable with BEIR figures."""
+    """The same metrics on the fused, relevant candidates (after the retriever's relevance floor),
+    before the ranking stage (duplicate removal, MMR): what retrieval alone achieves, comparable
+    with BEIR figures."""
     latency_ms: dict[str, LatencySummary]
     per_query: dict[str, float] = msgspec.field(default_factory=dict)
     """query id → nDCG@10 after ranking, for paired comparisons between modes."""
@@ -102,6 +116,7 @@ class QAReport(msgspec.Struct, kw_only=True):
     dataset: str
     kind: Literal["qa"] = "qa"
     mode: str
+    fusion: str
     queries: int
     chunks: int
     answer_recall: dict[str, float]
@@ -142,7 +157,7 @@ class EvalSession:
         self.settings = settings
         self.services: Services = build_services(settings, embedder=embedder)
         if self.services.store is None:
-            raise RuntimeError(self.services.store_problem or "evaluation store could not be opened")
+            raise RuntimeError(f"the evaluation store at {settings.qdrant_path} could not be opened")
         self.chunks = 0
 
     def __enter__(self) -> EvalSession:
@@ -177,48 +192,49 @@ class EvalSession:
     # -- one question ---------------------------------------------------------------------
 
     def ask(
-        self, question: str, mode: RetrieverMode, top_k: int
+        self,
+        question: str,
+        mode: RetrieverMode,
+        top_k: int,
+        *,
+        fusion: FusionName | None = None,
+        context_tokens: int | None = None,
     ) -> tuple[list[ScoredChunk], list[ScoredChunk], dict[str, float]]:
         """Fused candidates, the chunks that would reach the prompt, and per-stage milliseconds."""
-        candidates, timings = self.services.retriever.search(question, None, None, mode)
+        candidates, timings = self.services.retriever.search(question, mode=mode, fusion=fusion)
         mark = time.perf_counter()
-        context = self.services.pipeline.select_context(candidates, top_k)
+        context = self.services.pipeline.select_context(candidates, top_k, context_tokens=context_tokens)
         timings["rank"] = (time.perf_counter() - mark) * 1000
         timings.setdefault("expand", 0.0)  # modes that do not expand report it as free
         timings["total"] = sum(timings.get(stage, 0.0) for stage in STAGES[:-1])
         return candidates, context, timings
 
-    def _with_mode(self, mode: RetrieverMode) -> None:
-        # retrieve() (used by the QA answers) reads the mode from its settings.
-        retriever = self.services.retriever
-        retriever.settings = msgspec.structs.replace(retriever.settings, mode=mode)
-        self.services.pipeline.retrieval_settings = retriever.settings
+    def _fusion(self, fusion: FusionName | None) -> FusionName:
+        return fusion or self.settings.retrieval.fusion
 
     # -- BEIR -----------------------------------------------------------------------------
 
-    def evaluate_beir(self, dataset: BeirDataset, mode: RetrieverMode, *, k: int = 10) -> RetrievalReport:
+    def evaluate_beir(
+        self, dataset: BeirDataset, mode: RetrieverMode, *, fusion: FusionName | None = None, k: int = 10
+    ) -> RetrievalReport:
         """nDCG, recall and MRR at ``k`` over distinct documents, plus per-stage latency."""
-        self._with_mode(mode)
-        pipeline = self.services.pipeline
-        configured = pipeline.ranking_settings
-        pipeline.ranking_settings = msgspec.structs.replace(configured, context_tokens=_UNBOUNDED_CONTEXT)
         final: list[tuple[float, float, float]] = []
         fused: list[tuple[float, float, float]] = []
         timings: list[dict[str, float]] = []
-        try:
-            for query in dataset.queries:
-                candidates, context, took = self.ask(query.text, mode, k)
-                judged = dataset.qrels[query.id]
-                # ChunkRecord.source is the corpus id; metrics drop repeats of one document.
-                final.append(_scores([chunk.record.source for chunk in context], judged, k))
-                fused.append(_scores([chunk.record.source for chunk in candidates], judged, k))
-                timings.append(took)
-        finally:
-            pipeline.ranking_settings = configured
+        for query in dataset.queries:
+            candidates, context, took = self.ask(
+                query.text, mode, k, fusion=fusion, context_tokens=_UNBOUNDED_CONTEXT
+            )
+            judged = dataset.qrels[query.id]
+            # ChunkRecord.source is the corpus id; metrics drop repeats of one document.
+            final.append(_scores([chunk.record.source for chunk in context], judged, k))
+            fused.append(_scores([chunk.record.source for chunk in candidates], judged, k))
+            timings.append(took)
         kept = _means(final)
         return RetrievalReport(
             dataset=dataset.name,
             mode=mode,
+            fusion=self._fusion(fusion),
             queries=len(dataset.queries),
             corpus=len(dataset.corpus),
             chunks=self.chunks,
@@ -232,22 +248,24 @@ class EvalSession:
 
     # -- QA -------------------------------------------------------------------------------
 
-    def evaluate_qa(self, name: str, items: Sequence[QAItem], mode: RetrieverMode) -> QAReport:
+    def evaluate_qa(
+        self, name: str, items: Sequence[QAItem], mode: RetrieverMode, *, fusion: FusionName | None = None
+    ) -> QAReport:
         """Answer-recall@k of the prompt's chunks, and EM / F1 of the extractive answerer."""
-        self._with_mode(mode)
         top = max(ANSWER_KS)
         recall: dict[int, list[float]] = {k: [] for k in ANSWER_KS}
         timings: list[dict[str, float]] = []
         for item in items:
-            _, context, took = self.ask(item.question, mode, top)
+            _, context, took = self.ask(item.question, mode, top, fusion=fusion)
             texts = [chunk.record.text for chunk in context]
             for k in ANSWER_KS:
                 recall[k].append(answer_recall_at_k(item.answers, texts, k))
             timings.append(took)
-        answers = asyncio.run(self._answers([item.question for item in items]))
+        answers = asyncio.run(self._answers([item.question for item in items], mode, fusion))
         return QAReport(
             dataset=name,
             mode=mode,
+            fusion=self._fusion(fusion),
             queries=len(items),
             chunks=self.chunks,
             answer_recall={f"@{k}": round(mean(v), 4) for k, v in recall.items()},
@@ -259,7 +277,9 @@ class EvalSession:
             latency_ms=_latency(timings),
         )
 
-    async def _answers(self, questions: Sequence[str]) -> list[str]:
+    async def _answers(
+        self, questions: Sequence[str], mode: RetrieverMode, fusion: FusionName | None
+    ) -> list[str]:
         """The full /ask pipeline's answer text for each question (default top_k and budget)."""
         pipeline = self.services.pipeline
         answers: list[str] = []
@@ -269,9 +289,51 @@ class EvalSession:
             except KBError:
                 answers.append("")  # /ask would refuse it (too long): no answer, scored as such
                 continue
-            parts = [event.text async for event in pipeline.run(valid) if isinstance(event, DeltaEvent)]
+            events = pipeline.run(valid, mode=mode, fusion=fusion)
+            parts = [event.text async for event in events if isinstance(event, DeltaEvent)]
             answers.append("".join(parts))
         return answers
+
+
+def evaluate_dataset(
+    dataset_dir: Path,
+    settings: Settings,
+    *,
+    modes: Sequence[RetrieverMode],
+    fusion: FusionName | None = None,
+    limit: int | None = None,
+    docs_dir: Path | None = None,
+    embedder: Embedder | None = None,
+    say: Callable[[str], None] = lambda _message: None,
+) -> list[RetrievalReport] | list[QAReport]:
+    """``kb eval``: ingest the set in ``dataset_dir`` into ``settings``' store (see
+    ``eval_settings``) once, then evaluate each of ``modes`` with ``fusion``.
+
+    A BEIR set (``corpus.jsonl`` ...) is judged by document ranking, a QA set (``questions.jsonl``
+    and its documents in ``docs_dir``, by default ``dataset_dir/docs``) by answer recall; only the
+    first ``limit`` queries are asked when given. ``embedder`` reuses a loaded model (the
+    session's own is loaded otherwise); ``say`` hears progress. Raises ``DatasetError`` for a
+    folder that is no data set.
+    """
+    qa = docs_dir is not None and (dataset_dir / QA_QUESTIONS).is_file()
+    kind = "qa" if qa else detect_dataset_kind(dataset_dir)
+    with EvalSession(settings, embedder=embedder) as session:
+        if kind == "beir":
+            dataset = load_beir(dataset_dir)
+            if limit:
+                dataset.queries = dataset.queries[:limit]
+                dataset.qrels = {q.id: dataset.qrels[q.id] for q in dataset.queries}
+            say(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...")
+            ingest = session.ingest_beir(dataset)
+            say(f"ingested: {session.chunks} chunks in {ingest.seconds:.0f} s")
+            return [session.evaluate_beir(dataset, mode, fusion=fusion) for mode in modes]
+        docs = docs_dir or dataset_dir / QA_DOCS
+        items = load_qa(dataset_dir / QA_QUESTIONS)[:limit]
+        say(f"ingesting the documents in {docs} ...")
+        ingest = session.ingest_folder(docs)
+        say(f"ingested: {session.chunks} chunks in {ingest.seconds:.0f} s")
+        name = dataset_dir.resolve().name
+        return [session.evaluate_qa(name, items, mode, fusion=fusion) for mode in modes]
 
 
 def _scores(ranked: list[str], judged: dict[str, int], k: int) -> tuple[float, float, float]:

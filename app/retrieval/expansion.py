@@ -12,7 +12,7 @@ feedback weight join the BM25 query,
 scaled so the best expansion term gets ``expansion_weight`` (an original query term has 1.0).
 Qdrant applies its own IDF to every query term when it scores, so the weights here only choose
 and rank the terms. Lexical search then runs once, with the expanded query; the dense side keeps
-its own (Rocchio) feedback in ``app.fusion``.
+its own (Rocchio) feedback in ``app.retrieval.fusion``.
 
 Choosing terms needs document frequencies, which Qdrant uses but does not expose.
 ``TermStatistics`` estimates them from a sample of the collection's sparse vectors (2,000 points
@@ -20,8 +20,9 @@ by default; ~40 ms on the embedded store) and refreshes the sample after ``ttl_s
 are common in any sample, which is all the selection needs; a term the sample has never seen
 counts as rare.
 
-The retriever only expands questions the embedding model reads well (see
-``app.retrieval.Retriever``): on text it cannot read, its top hits are no evidence to expand from.
+Only questions the query policy lets through are expanded (``app.retrieval.policy``: short,
+readable, naming no identifier): on text the model cannot read, its top hits are no evidence to
+expand from.
 """
 
 from __future__ import annotations

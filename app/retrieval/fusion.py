@@ -1,111 +1,260 @@
-"""Fusing the dense and lexical candidates into one ranking.
+"""Fusing the dense and lexical candidates into one ranking: named strategies side by side.
 
-Why not reciprocal-rank fusion: RRF gives the weaker retriever an equal vote and throws away how
-far apart the scores are. On English web passages and entity abstracts, where all-MiniLM-L6-v2 is
-much better than BM25, equal-weight RRF is *worse* than dense alone (0.781 vs 0.798 and 0.454 vs
-0.511 nDCG@10, see docs/evaluation.md). On text the model cannot read (other languages, codes,
-product names) it is the other way round. So the fusion here is a weighted one whose weight
-follows the query, plus a feedback step that lets both retrievers steer the dense side:
+``fuse`` gathers both retrievers' hits into one pool (``Candidates``) and asks a strategy for
+one score per candidate. Three strategies, chosen by ``retrieval.fusion`` or
+``kb eval --fusion NAME``:
 
-1. Every candidate has a cosine (computed from the vector each hit carries, so lexical-only hits
-   get theirs too) and a BM25 score (0 where BM25 did not return it).
-2. Each score is min-max normalised over the candidates and combined convexly. The dense weight
-   is chosen per query by the retriever (``dense_weight_for``, ``has_identifier``): high when
-   the model's tokenizer reads the query and the top candidates as ordinary words, low when it
-   shreds them into word pieces (a sign the dense model is guessing) or the query names an
-   identifier.
-3. Pseudo-relevance feedback: the cosine to the mean vector of the best ``feedback_docs`` of
-   that first pass is added, with ``feedback_weight``, to the dense side (Rocchio). Candidates
-   like the ones the retrievers agree on rise; the query's exact wording matters a little less.
+* ``weighted`` (the default, ``WeightedFusion``): min-max normalised scores combined convexly
+  with the query policy's dense weight, then a dense feedback step;
+* ``rrf`` (``ReciprocalRankFusion``): reciprocal-rank fusion, ranks only, equal votes;
+* ``dbsf`` (``DistributionFusion``): Qdrant's distribution-based score fusion.
 
-Everything here is arithmetic on at most 2 x ``candidates`` hits: under a millisecond.
+Why weighted is the default: RRF and DBSF give both retrievers an equal vote on every question,
+and RRF throws away how far apart the scores are. Which retriever deserves the vote depends on
+the question: on English prose all-MiniLM-L6-v2 is much better than BM25, on text it cannot read
+(other languages, error codes, product names) it is the other way round. Equal votes cost little
+where the two mostly agree (English web passages) and most where they do not: a German or
+Russian knowledge base, or one full of error codes (docs/evaluation.md, "Fusion strategies").
+Only a weight that follows the query serves both.
+
+With only one retriever's hits every strategy returns that retriever's own order (cosine or BM25):
+single-retriever modes are the baselines fusion is measured by. Everything here is arithmetic on
+at most 2 x ``candidates`` hits: under a millisecond. Nothing here touches the store.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from app.records import ScoredChunk, SearchHit
+from app.settings import FusionName, RetrievalSettings
 
-__all__ = ["dense_weight_for", "dense_weight_for_length", "fuse", "has_identifier", "tokens_per_word"]
-
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
-_SAMPLE_WORDS = 40
-_TOKEN_RE = re.compile(r"\w+(?:-\w+)*", re.UNICODE)
-# Error codes, versions, hosts, ticket and order numbers, code symbols: E6305, ERR-4471, x86_64,
-# sha256, getUserById, max_retries, 1234567.
-_IDENTIFIER_RE = re.compile(
-    r"^(?=[\w-]*[^\W\d_])(?=[\w-]*\d)[^\W_]+(?:-[^\W_]+)*$"  # letters and digits, maybe hyphenated
-    r"|^\d{5,}$"  # long numbers (years and counts are shorter)
-    r"|^[^\W_]+(?:_[^\W_]+)+$"  # snake_case
-    r"|^[^\W\d_]*[a-z][A-Z]\w*$"  # camelCase
-)
+__all__ = [
+    "FUSIONS",
+    "Candidates",
+    "DistributionFusion",
+    "FusionStrategy",
+    "ReciprocalRankFusion",
+    "WeightedFusion",
+    "fuse",
+    "fusion_strategy",
+]
 
 
-_IDENTIFIER_MIN_LENGTH = 4
-"""Shorter letter-digit tokens (ww1, MI6, mp3, 5G, B12) are ordinary vocabulary the model knows,
-not codes: treating "why did the us enter ww1" as an identifier query cost msmarco 0.08 nDCG on
-that query."""
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """The union of both retrievers' hits, each chunk once, in first-seen order."""
+
+    hits: list[SearchHit]
+    """One hit per chunk (the dense one where both returned it: it carries the sparse vector)."""
+    dense: np.ndarray
+    """Cosine to the query per candidate (from its vector, so lexical-only hits have theirs too);
+    NaN where unknown."""
+    lexical: np.ndarray
+    """BM25 score per candidate; 0 where BM25 did not return it."""
+    in_lexical: np.ndarray
+    """Whether BM25 returned the candidate."""
+    matrix: np.ndarray | None
+    """The candidates' dense vectors, one row each, when every candidate has one."""
+    dense_list: list[int]
+    """The dense retriever's own result list, best first, as indices into ``hits``."""
+    dense_list_scores: np.ndarray
+    """The dense retriever's own scores, in ``dense_list`` order."""
+    lexical_list: list[int]
+    """The lexical retriever's own result list, best first, as indices into ``hits``."""
+    lexical_list_scores: np.ndarray
+    """BM25 scores in ``lexical_list`` order."""
+
+    @classmethod
+    def gather(
+        cls,
+        dense_hits: Sequence[SearchHit],
+        lexical_hits: Sequence[SearchHit],
+        query_vector: np.ndarray | None,
+    ) -> Candidates:
+        position: dict[str, int] = {}
+        hits: list[SearchHit] = []
+        for hit in (*dense_hits, *lexical_hits):
+            if hit.record.point_id not in position:
+                position[hit.record.point_id] = len(hits)
+                hits.append(hit)
+        lexical = np.zeros(len(hits), dtype=np.float64)
+        in_lexical = np.zeros(len(hits), dtype=bool)
+        for hit in lexical_hits:
+            n = position[hit.record.point_id]
+            if not in_lexical[n]:
+                lexical[n], in_lexical[n] = hit.score, True
+        matrix: np.ndarray | None = None
+        vectors = [hit.vector for hit in hits if hit.vector is not None]
+        if query_vector is not None and hits and len(vectors) == len(hits):
+            matrix = np.stack(vectors).astype(np.float32)
+            dense = (matrix @ query_vector.astype(np.float32)).astype(np.float64)
+        else:
+            # No vectors to score with: the dense retriever's own scores, where it has one.
+            dense = np.full(len(hits), np.nan)
+            for hit in reversed(dense_hits):
+                dense[position[hit.record.point_id]] = hit.score
+        return cls(
+            hits=hits,
+            dense=dense,
+            lexical=lexical,
+            in_lexical=in_lexical,
+            matrix=matrix,
+            dense_list=[position[h.record.point_id] for h in dense_hits],
+            dense_list_scores=np.array([h.score for h in dense_hits], dtype=np.float64),
+            lexical_list=[position[h.record.point_id] for h in lexical_hits],
+            lexical_list_scores=np.array([h.score for h in lexical_hits], dtype=np.float64),
+        )
 
 
-def has_identifier(text: str) -> bool:
-    """Whether ``text`` names an identifier: an exact token the embedding model cannot tell from
-    its neighbours (E6305 vs E6350), and that a user who types it wants matched exactly."""
-    return any(
-        len(word) >= _IDENTIFIER_MIN_LENGTH and _IDENTIFIER_RE.match(word) for word in _TOKEN_RE.findall(text)
-    )
+class FusionStrategy(Protocol):
+    """One way of combining both retrievers' evidence into one score per candidate."""
+
+    def scores(self, candidates: Candidates, *, dense_weight: float) -> np.ndarray:
+        """One fused score per candidate (higher is better); both retrievers returned hits."""
+        ...
 
 
-def tokens_per_word(texts: Sequence[str], count: Callable[[str], int]) -> float:
-    """Model tokens per word over ``texts``: ~1.3 for English prose, 2 and more where the model's
-    vocabulary does not cover the text (German: ~2.4). 0.0 when there are no words."""
-    tokens = words = 0
-    for text in texts:
-        # The first few dozen words tell the language as well as the whole text, at a
-        # fraction of the tokenizer's time.
-        found = _WORD_RE.findall(text)[:_SAMPLE_WORDS]
-        if found:
-            words += len(found)
-            tokens += count(" ".join(found))
-    return tokens / words if words else 0.0
+@dataclass(frozen=True, slots=True)
+class WeightedFusion:
+    """Min-max normalised scores combined convexly with the query's dense weight, plus feedback.
 
-
-def _ramp(x: float, start: float, end: float, at_start: float, at_end: float) -> float:
-    """``at_start`` up to ``start``, ``at_end`` from ``end`` on, linear in between (no cliff)."""
-    if x <= start or end <= start:
-        return at_start if x <= start else at_end
-    share = min(1.0, (x - start) / (end - start))
-    return at_start + share * (at_end - at_start)
-
-
-def dense_weight_for(
-    tokens_per_word: float, *, readable: float, opaque: float, readable_weight: float, opaque_weight: float
-) -> float:
-    """Dense weight for a text the model splits into ``tokens_per_word`` pieces per word.
-
-    ``readable_weight`` at or below ``readable`` tokens per word, ``opaque_weight`` at or above
-    ``opaque``, linear in between (no cliff for text that is half code, half prose).
+    1. Every candidate has a cosine (lexical-only hits too) and a BM25 score (0 where BM25 did not
+       return it); each is min-max normalised over the candidates and combined convexly with the
+       dense weight the query policy chose (``app.retrieval.policy``).
+    2. Pseudo-relevance feedback: the cosine to the mean vector of the best ``feedback_docs`` of
+       that first pass is added, with ``feedback_weight``, to the dense side (Rocchio), and the
+       two are combined again. Candidates like the ones the retrievers agree on rise; the query's
+       exact wording matters a little less.
     """
-    return _ramp(tokens_per_word, readable, opaque, readable_weight, opaque_weight)
+
+    feedback_docs: int = 0
+    feedback_weight: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: RetrievalSettings) -> WeightedFusion:
+        return cls(feedback_docs=settings.feedback_docs, feedback_weight=settings.feedback_weight)
+
+    def scores(self, candidates: Candidates, *, dense_weight: float) -> np.ndarray:
+        dense = candidates.dense
+        # A candidate without a dense score ranks as the worst dense candidate, not as zero.
+        dense_filled = np.nan_to_num(dense, nan=float(np.nanmin(dense)) if np.isfinite(dense).any() else 0.0)
+        lexical_part = (1.0 - dense_weight) * _minmax(candidates.lexical)
+        fused = dense_weight * _minmax(dense_filled) + lexical_part
+        matrix = candidates.matrix
+        if matrix is not None and self.feedback_docs > 0 and self.feedback_weight > 0.0:
+            best = np.argsort(-fused, kind="stable")[: self.feedback_docs]
+            centroid = matrix[best].mean(axis=0)
+            expanded = dense_filled + self.feedback_weight * (matrix @ centroid).astype(np.float64)
+            fused = dense_weight * _minmax(expanded) + lexical_part
+        return fused
 
 
-def dense_weight_for_length(
-    terms: int, *, short: int, long: int, short_weight: float, long_weight: float
-) -> float:
-    """Dense weight for a question of ``terms`` index terms: ``short_weight`` up to ``short``
-    terms, ``long_weight`` from ``long`` terms on, linear in between.
+RRF_K = 60
+"""The constant of reciprocal-rank fusion, 1 / (k + rank). Cormack, Clarke and Büttcher (SIGIR
+2009) chose 60 on TREC runs and found it robust: it damps the gap between the first few ranks, so
+one retriever's first place cannot outvote the other retriever's agreement further down. Qdrant,
+Elasticsearch and OpenSearch default to it too, so figures stay comparable with theirs."""
 
-    Why length matters: every extra distinctive word gives BM25 more to match, and a passage
-    that contains six of a question's nine rare words is almost surely the one it asks about;
-    the embedding of a long question, averaged over all its tokens, blurs those words together
-    (all-MiniLM-L6-v2 was trained on short web queries). On long, specific questions about long
-    documents BM25 alone found the answer chunk first for 89% of questions, dense alone for 43%
-    (bench/data/pg-essays-qa, docs/evaluation.md).
+
+@dataclass(frozen=True, slots=True)
+class ReciprocalRankFusion:
+    """Reciprocal-rank fusion: each retriever adds 1 / (k + rank) for the chunks it returned.
+
+    Ranks start at 1, as in the original paper. Scores and the query's dense weight are ignored
+    by definition: each retriever gets an equal vote.
     """
-    return _ramp(terms, short, long, short_weight, long_weight)
+
+    k: int = RRF_K
+
+    def scores(self, candidates: Candidates, *, dense_weight: float) -> np.ndarray:
+        fused = np.zeros(len(candidates.hits), dtype=np.float64)
+        for ranked in (candidates.dense_list, candidates.lexical_list):
+            for rank, n in enumerate(ranked, start=1):
+                fused[n] += 1.0 / (self.k + rank)
+        return fused
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionFusion:
+    """Distribution-based score fusion, as Qdrant defines it (``Fusion.DBSF``).
+
+    Each retriever's scores, over its own result list, are normalised with the mean ± 3 sample
+    standard deviations as 0 and 1 (not clipped); a chunk's fused score is the sum over the
+    retrievers that returned it. A list of one, or of equal scores, normalises to 0.5. The
+    query's dense weight is ignored: each retriever gets an equal vote.
+    """
+
+    def scores(self, candidates: Candidates, *, dense_weight: float) -> np.ndarray:
+        fused = np.zeros(len(candidates.hits), dtype=np.float64)
+        for ranked, values in (
+            (candidates.dense_list, candidates.dense_list_scores),
+            (candidates.lexical_list, candidates.lexical_list_scores),
+        ):
+            fused[ranked] += _distribution_normalised(values)
+        return fused
+
+
+FUSIONS: Mapping[FusionName, Callable[[RetrievalSettings], FusionStrategy]] = {
+    "weighted": WeightedFusion.from_settings,
+    "rrf": lambda _settings: ReciprocalRankFusion(),
+    "dbsf": lambda _settings: DistributionFusion(),
+}
+"""The strategies by name, each built from the retrieval settings."""
+
+
+def fusion_strategy(name: FusionName, settings: RetrievalSettings) -> FusionStrategy:
+    """The strategy called ``name``. Raises ``ValueError`` for an unknown name."""
+    try:
+        build = FUSIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown fusion {name!r}; expected one of {', '.join(FUSIONS)}") from None
+    return build(settings)
+
+
+def fuse(
+    dense_hits: Sequence[SearchHit],
+    lexical_hits: Sequence[SearchHit],
+    query_vector: np.ndarray | None,
+    *,
+    strategy: FusionStrategy,
+    dense_weight: float,
+    limit: int | None = None,
+) -> list[ScoredChunk]:
+    """One list, best first, each chunk once, with fused, dense and lexical scores; at most
+    ``limit`` long.
+
+    With only one retriever's hits the order is that retriever's own (cosine or BM25), whatever
+    the strategy: single-retriever modes are the baselines fusion is measured by.
+    """
+    candidates = Candidates.gather(dense_hits, lexical_hits, query_vector)
+    if not candidates.hits:
+        return []
+    if not dense_hits:
+        fused = candidates.lexical
+    elif not lexical_hits:
+        fused = np.nan_to_num(candidates.dense, nan=-1.0)
+    else:
+        fused = strategy.scores(candidates, dense_weight=dense_weight)
+    order = np.argsort(-fused, kind="stable")[:limit]
+    return [
+        ScoredChunk(
+            record=candidates.hits[n].record,
+            score=float(fused[n]),
+            dense_score=None if np.isnan(candidates.dense[n]) else float(candidates.dense[n]),
+            lexical_score=float(candidates.lexical[n]) if candidates.in_lexical[n] else None,
+            vector=_as_tuple(candidates.hits[n].vector),
+        )
+        for n in order
+    ]
+
+
+def _as_tuple(vector: np.ndarray | None) -> tuple[float, ...] | None:
+    return tuple(vector.tolist()) if vector is not None else None
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -116,65 +265,11 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return (values - float(values.min())) / span
 
 
-def fuse(
-    dense_hits: Sequence[SearchHit],
-    lexical_hits: Sequence[SearchHit],
-    query_vector: np.ndarray | None,
-    *,
-    dense_weight: float,
-    feedback_docs: int = 0,
-    feedback_weight: float = 0.0,
-    limit: int | None = None,
-) -> list[ScoredChunk]:
-    """One list, best first, each chunk once, with fused, dense and lexical scores; at most
-    ``limit`` long.
-
-    With only one retriever's hits the order is that retriever's own (cosine or BM25), and
-    there is no feedback step: single-retriever modes are the baselines fusion is measured by.
-    """
-    by_id: dict[str, SearchHit] = {}
-    for hit in (*dense_hits, *lexical_hits):
-        by_id.setdefault(hit.record.point_id, hit)
-    if not by_id:
-        return []
-    ids = list(by_id)
-    lexical = {hit.record.point_id: hit.score for hit in lexical_hits}
-    lexical_scores = np.array([lexical.get(i, 0.0) for i in ids], dtype=np.float64)
-
-    vectors = [by_id[i].vector for i in ids]
-    matrix: np.ndarray | None = None
-    dense_scores = np.full(len(ids), np.nan)
-    if query_vector is not None and all(v is not None for v in vectors):
-        matrix = np.stack(vectors).astype(np.float32)
-        dense_scores = (matrix @ query_vector.astype(np.float32)).astype(np.float64)
-    else:
-        # No vectors to score with: the dense retriever's own scores, where it has one.
-        dense = {hit.record.point_id: hit.score for hit in dense_hits}
-        dense_scores = np.array([dense.get(i, np.nan) for i in ids], dtype=np.float64)
-
-    if not dense_hits:
-        fused = lexical_scores
-    elif not lexical_hits:
-        fused = np.nan_to_num(dense_scores, nan=-1.0)
-    else:
-        # A candidate without a dense score ranks as the worst dense candidate, not as zero.
-        dense_filled = np.nan_to_num(dense_scores, nan=float(np.nanmin(dense_scores)))
-        lexical_part = (1.0 - dense_weight) * _minmax(lexical_scores)
-        fused = dense_weight * _minmax(dense_filled) + lexical_part
-        if matrix is not None and feedback_docs > 0 and feedback_weight > 0.0:
-            best = np.argsort(-fused, kind="stable")[:feedback_docs]
-            centroid = matrix[best].mean(axis=0)
-            expanded = dense_filled + feedback_weight * (matrix @ centroid).astype(np.float64)
-            fused = dense_weight * _minmax(expanded) + lexical_part
-
-    order = np.argsort(-fused, kind="stable")[:limit]
-    return [
-        ScoredChunk(
-            record=by_id[ids[n]].record,
-            score=float(fused[n]),
-            dense_score=None if np.isnan(dense_scores[n]) else float(dense_scores[n]),
-            lexical_score=float(lexical[ids[n]]) if ids[n] in lexical else None,
-            vector=tuple(vectors[n].tolist()) if vectors[n] is not None else None,
-        )
-        for n in order
-    ]
+def _distribution_normalised(values: np.ndarray) -> np.ndarray:
+    if values.size < 2:
+        return np.full(values.shape, 0.5)
+    mean = float(values.mean())
+    spread = 6.0 * float(values.std(ddof=1))
+    if spread == 0.0:
+        return np.full(values.shape, 0.5)
+    return (values - (mean - spread / 2)) / spread

@@ -9,6 +9,7 @@ with questions and gold answers.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,10 @@ from click.testing import CliRunner
 
 from app.cli import cli
 from app.config import load_settings
-from app.evaluation import EvalSession, RetrievalReport, eval_settings, load_beir
+from app.evaluation import EvalSession, QAReport, RetrievalReport, eval_settings, evaluate_dataset, load_beir
 from app.evaluation.runner import MODES, STAGES
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration  # every test that loads the model is also ``slow``
 
 EVAL_DATA = Path(__file__).parents[1] / "data" / "eval"
 
@@ -33,8 +34,18 @@ def evaluate_all_modes(name: str, embedder, folder: Path) -> dict[str, Retrieval
 
 
 @pytest.fixture(scope="module")
-def english(embedder, tmp_path_factory) -> dict[str, RetrievalReport]:
-    return evaluate_all_modes("en-kb", embedder, tmp_path_factory.mktemp("en-kb"))
+def english_session(embedder, tmp_path_factory) -> Iterator[EvalSession]:
+    dataset = load_beir(EVAL_DATA / "en-kb")
+    settings = eval_settings(load_settings(environ={}), tmp_path_factory.mktemp("en-kb"), dataset.name)
+    with EvalSession(settings, embedder=embedder) as session:
+        session.ingest_beir(dataset)
+        yield session
+
+
+@pytest.fixture(scope="module")
+def english(english_session) -> dict[str, RetrievalReport]:
+    dataset = load_beir(EVAL_DATA / "en-kb")
+    return {mode: english_session.evaluate_beir(dataset, mode) for mode in MODES}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +93,41 @@ def test_every_judged_query_is_scored_with_per_stage_latency(english) -> None:
             assert 0.0 <= value <= 1.0
 
 
+def test_modes_and_fusions_are_passed_per_call_and_leave_the_services_settings_as_configured(
+    english_session, english
+) -> None:
+    dataset = load_beir(EVAL_DATA / "en-kb")
+    dataset.queries = dataset.queries[:40]  # enough to tell two rankings apart
+    configured = english_session.settings.retrieval
+    services = english_session.services
+
+    rrf = english_session.evaluate_beir(dataset, "hybrid", fusion="rrf")
+    dense_rrf = english_session.evaluate_beir(dataset, "dense", fusion="rrf")
+
+    def same_queries(report: RetrievalReport) -> dict[str, float]:
+        return {q.id: report.per_query[q.id] for q in dataset.queries}
+
+    assert (rrf.fusion, english["hybrid"].fusion) == ("rrf", "weighted")
+    assert rrf.per_query != same_queries(english["hybrid"])  # another strategy, another ranking
+    assert dense_rrf.per_query == same_queries(english["dense"])  # one retriever: nothing to fuse
+    assert services.retriever.settings is configured
+    assert services.pipeline.retrieval_settings is configured
+    assert services.pipeline.ranking_settings is english_session.settings.ranking
+
+
+def test_the_context_budget_is_a_call_parameter(english_session) -> None:
+    candidates, _ = english_session.services.retriever.search("how do I rotate an API key", mode="hybrid")
+    select = english_session.services.pipeline.select_context
+
+    unbounded = select(candidates, 10, context_tokens=200_000)
+    tight = select(candidates, 10, context_tokens=64)
+
+    assert len(tight) < len(unbounded)
+    assert select(candidates, 10) == select(
+        candidates, 10, context_tokens=english_session.settings.ranking.context_tokens
+    )
+
+
 def test_evaluation_uses_a_throwaway_collection_and_the_offline_answerer(tmp_path: Path) -> None:
     base = load_settings(environ={"QDRANT_URL": "http://qdrant.example:6333"})
     settings = eval_settings(base, tmp_path, "msmarco")
@@ -92,6 +138,8 @@ def test_evaluation_uses_a_throwaway_collection_and_the_offline_answerer(tmp_pat
 
 
 # --- the command ------------------------------------------------------------------------------
+# ``kb eval`` is ``evaluate_dataset`` below the command line: the data-set tests call it with the
+# session's model; one test runs the real command end to end (it loads the model once more).
 
 
 def run_cli(*args: str) -> dict | list:
@@ -100,12 +148,15 @@ def run_cli(*args: str) -> dict | list:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_kb_eval_json_on_a_beir_set_reports_the_promised_keys(tmp_path: Path) -> None:
     report = run_cli(
         str(EVAL_DATA / "de-kb"),
         "--json",
         "--mode",
         "hybrid",
+        "--fusion",
+        "dbsf",
         "--limit-queries",
         "10",
         "--keep-data",
@@ -114,22 +165,47 @@ def test_kb_eval_json_on_a_beir_set_reports_the_promised_keys(tmp_path: Path) ->
 
     assert {"queries", "ndcg@10", "recall@10", "mrr@10", "latency_ms"} <= set(report)
     assert report["queries"] == 10
+    assert report["fusion"] == "dbsf"
     assert set(report["latency_ms"]) == set(STAGES)
     assert (tmp_path / "qdrant").is_dir()  # --keep-data kept the store
 
 
-def test_kb_eval_on_a_question_set_reports_answer_recall_and_squad_scores() -> None:
-    report = run_cli(str(EVAL_DATA / "qa-mini"), "--json")
+def test_a_question_set_reports_answer_recall_and_squad_scores(embedder, tmp_path: Path) -> None:
+    settings = eval_settings(load_settings(environ={}), tmp_path, "qa-mini")
+    [report] = evaluate_dataset(EVAL_DATA / "qa-mini", settings, modes=["hybrid"], embedder=embedder)
 
-    assert report["kind"] == "qa"
-    assert report["queries"] == 8
-    assert set(report["answer_recall"]) == {"@1", "@3", "@5", "@10"}
+    assert isinstance(report, QAReport)
+    assert report.queries == 8
+    assert set(report.answer_recall) == {"@1", "@3", "@5", "@10"}
     # Every gold answer is in the documents; on seven chunks retrieval finds them all.
-    assert report["answer_recall"]["@10"] == 1.0
-    assert report["provider"] == "extractive"
+    assert report.answer_recall["@10"] == 1.0
+    assert report.provider == "extractive"
     # The extractive answerer quotes whole sentences: exact match is 0, overlap is partial.
-    assert report["exact_match"] == 0.0
-    assert 0.0 < report["token_f1"] < 1.0
+    assert report.exact_match == 0.0
+    assert 0.0 < report.token_f1 < 1.0
+
+
+def test_a_qa_sets_documents_can_live_elsewhere(embedder, tmp_path: Path) -> None:
+    questions = tmp_path / "set" / "questions.jsonl"
+    questions.parent.mkdir()
+    questions.write_bytes((EVAL_DATA / "qa-mini" / "questions.jsonl").read_bytes())
+    settings = eval_settings(load_settings(environ={}), tmp_path / "data", "set")
+
+    reports = evaluate_dataset(
+        questions.parent,
+        settings,
+        modes=["dense", "lexical"],
+        fusion="rrf",
+        limit=3,
+        docs_dir=EVAL_DATA / "qa-mini" / "docs",
+        embedder=embedder,
+    )
+
+    assert [(r.kind, r.mode, r.fusion, r.queries) for r in reports] == [
+        ("qa", "dense", "rrf", 3),
+        ("qa", "lexical", "rrf", 3),
+    ]
+    assert all(r.chunks > 0 for r in reports)
 
 
 def test_kb_eval_refuses_a_folder_that_is_not_a_data_set(tmp_path: Path) -> None:
@@ -138,22 +214,15 @@ def test_kb_eval_refuses_a_folder_that_is_not_a_data_set(tmp_path: Path) -> None
     assert "not a data set" in result.output
 
 
-def test_a_qa_sets_documents_can_live_elsewhere(tmp_path: Path) -> None:
-    questions = tmp_path / "questions.jsonl"
-    questions.write_bytes((EVAL_DATA / "qa-mini" / "questions.jsonl").read_bytes())
-
-    report = run_cli(
-        str(tmp_path), "--docs", str(EVAL_DATA / "qa-mini" / "docs"), "--json", "--limit-queries", "3"
-    )
-
-    assert report["kind"] == "qa"
-    assert report["queries"] == 3
-    assert report["chunks"] > 0
-
-
 def test_docs_is_refused_for_a_beir_set() -> None:
     result = CliRunner().invoke(
         cli, ["eval", str(EVAL_DATA / "de-kb"), "--docs", str(EVAL_DATA / "qa-mini" / "docs")]
     )
     assert result.exit_code == 2
     assert "--docs is for QA sets" in result.output
+
+
+def test_an_unknown_fusion_is_refused_before_anything_is_loaded() -> None:
+    result = CliRunner().invoke(cli, ["eval", str(EVAL_DATA / "de-kb"), "--fusion", "borda"])
+    assert result.exit_code == 2
+    assert "'borda' is not one of 'weighted', 'rrf', 'dbsf'" in result.output

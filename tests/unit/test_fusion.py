@@ -1,23 +1,24 @@
-"""Fusion of dense and lexical candidates, on small synthetic cases where one retriever is right."""
+"""Fusion of dense and lexical candidates, on small synthetic cases where one retriever is right,
+and the named strategies side by side."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 import pytest
 
-from app.records import ChunkRecord, SearchHit
-from app.retrieval import Retriever
-from app.retrieval.bm25 import LexicalEncoder
+from app.records import ChunkRecord, ScoredChunk, SearchHit
 from app.retrieval.fusion import (
-    dense_weight_for,
-    dense_weight_for_length,
+    FUSIONS,
+    DistributionFusion,
+    ReciprocalRankFusion,
+    WeightedFusion,
     fuse,
-    has_identifier,
-    tokens_per_word,
+    fusion_strategy,
 )
-from app.settings import RetrievalSettings
+from app.settings import FusionName, RetrievalSettings
 
 pytestmark = pytest.mark.unit
 
@@ -53,6 +54,7 @@ def vector_with_cosine(query: np.ndarray, cosine: float, axis: int) -> np.ndarra
 
 
 QUERY = unit([1, 0, 0, 0, 0, 0, 0, 0])
+WEIGHTED = WeightedFusion()
 
 
 def dense_pool(cosines: dict[str, float]) -> dict[str, SearchHit]:
@@ -72,7 +74,7 @@ def lexical(pool: dict[str, SearchHit], scores: dict[str, float]) -> list[Search
     return sorted(hits, key=lambda h: -h.score)
 
 
-def order(chunks) -> list[str]:
+def order(chunks: Sequence[ScoredChunk]) -> list[str]:
     return [c.record.point_id for c in chunks]
 
 
@@ -84,7 +86,7 @@ def test_confident_dense_ranking_survives_a_flat_unsure_lexical_list() -> None:
     pool = dense_pool({"answer": 0.82, "d1": 0.55, "d2": 0.52, "d3": 0.50, "d4": 0.31, "d5": 0.30})
     bm25 = lexical(pool, {"d1": 7.9, "d2": 7.8, "answer": 7.6, "d3": 7.5})
 
-    fused = fuse(list(pool.values()), bm25, QUERY, dense_weight=0.9)
+    fused = fuse(list(pool.values()), bm25, QUERY, strategy=WEIGHTED, dense_weight=0.9)
 
     assert order(fused)[0] == "answer"
 
@@ -97,7 +99,7 @@ def test_exact_identifier_match_wins_when_the_query_is_opaque_to_the_model() -> 
     )
     bm25 = lexical(pool, {"E6305": 14.0, "other1": 2.0})
 
-    fused = fuse(list(pool.values()), bm25, QUERY, dense_weight=0.2)
+    fused = fuse(list(pool.values()), bm25, QUERY, strategy=WEIGHTED, dense_weight=0.2)
 
     assert order(fused)[0] == "E6305"
 
@@ -107,7 +109,7 @@ def test_lexical_only_hit_joins_the_ranking_with_its_true_cosine() -> None:
     dense_hits = [pool["a"], pool["b"], pool["c"]]
     bm25 = lexical(pool, {"lexonly": 12.0, "a": 3.0})
 
-    fused = fuse(dense_hits, bm25, QUERY, dense_weight=0.5)
+    fused = fuse(dense_hits, bm25, QUERY, strategy=WEIGHTED, dense_weight=0.5)
 
     by_id = {c.record.point_id: c for c in fused}
     assert set(by_id) == {"a", "b", "c", "lexonly"}  # each chunk once
@@ -118,23 +120,33 @@ def test_lexical_only_hit_joins_the_ranking_with_its_true_cosine() -> None:
 
 # --- single-retriever modes are the baselines ----------------------------------------------
 
+ALL_STRATEGIES = (
+    WeightedFusion(feedback_docs=5, feedback_weight=1.0),
+    ReciprocalRankFusion(),
+    DistributionFusion(),
+)
+
 
 def test_dense_only_keeps_cosine_order_and_scores() -> None:
     pool = dense_pool({"a": 0.4, "b": 0.9, "c": 0.6})
-    fused = fuse(list(pool.values()), [], QUERY, dense_weight=0.9, feedback_docs=5, feedback_weight=1.0)
-    assert order(fused) == ["b", "c", "a"]
-    assert [c.score for c in fused] == pytest.approx([0.9, 0.6, 0.4], abs=1e-5)
+    for strategy in ALL_STRATEGIES:
+        fused = fuse(list(pool.values()), [], QUERY, strategy=strategy, dense_weight=0.9)
+        assert order(fused) == ["b", "c", "a"]
+        assert [c.score for c in fused] == pytest.approx([0.9, 0.6, 0.4], abs=1e-5)
 
 
 def test_lexical_only_keeps_bm25_order() -> None:
     pool = dense_pool({"a": 0.9, "b": 0.1, "c": 0.5})
-    fused = fuse([], lexical(pool, {"a": 1.0, "b": 5.0, "c": 3.0}), None, dense_weight=0.9)
-    assert order(fused) == ["b", "c", "a"]
-    assert all(c.dense_score is None for c in fused)
+    for strategy in ALL_STRATEGIES:
+        fused = fuse(
+            [], lexical(pool, {"a": 1.0, "b": 5.0, "c": 3.0}), None, strategy=strategy, dense_weight=0.9
+        )
+        assert order(fused) == ["b", "c", "a"]
+        assert all(c.dense_score is None for c in fused)
 
 
 def test_nothing_in_nothing_out() -> None:
-    assert fuse([], [], QUERY, dense_weight=0.5) == []
+    assert all(fuse([], [], QUERY, strategy=strategy, dense_weight=0.5) == [] for strategy in ALL_STRATEGIES)
 
 
 # --- feedback --------------------------------------------------------------------------------
@@ -153,112 +165,92 @@ def test_feedback_lifts_a_candidate_like_the_agreed_top_over_an_isolated_one() -
     ]
     bm25 = [SearchHit(record=hits[0].record, score=5.0, vector=hits[0].vector)]
 
-    without = order(fuse(hits, bm25, QUERY, dense_weight=0.9))
-    with_feedback = order(fuse(hits, bm25, QUERY, dense_weight=0.9, feedback_docs=2, feedback_weight=1.0))
+    feedback = WeightedFusion(feedback_docs=2, feedback_weight=1.0)
+    without = order(fuse(hits, bm25, QUERY, strategy=WEIGHTED, dense_weight=0.9))
+    with_feedback = order(fuse(hits, bm25, QUERY, strategy=feedback, dense_weight=0.9))
 
     assert without.index("isolated") < without.index("sibling")
     assert with_feedback.index("sibling") < with_feedback.index("isolated")
 
 
-# --- the weight follows the text -------------------------------------------------------------
+# --- reciprocal-rank fusion ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("tpw", "expected"),
-    [(1.2, 0.9), (1.5, 0.9), (1.75, 0.55), (2.0, 0.2), (3.1, 0.2)],
-)
-def test_dense_weight_moves_linearly_from_readable_to_opaque(tpw: float, expected: float) -> None:
-    weight = dense_weight_for(tpw, readable=1.5, opaque=2.0, readable_weight=0.9, opaque_weight=0.2)
-    assert weight == pytest.approx(expected)
+def test_rrf_adds_one_over_k_plus_rank_from_each_list_that_returned_the_chunk() -> None:
+    pool = dense_pool({"a": 0.9, "b": 0.8, "c": 0.7})
+    bm25 = lexical(pool, {"c": 9.0, "a": 1.0})
+
+    fused = {
+        c.record.point_id: c.score
+        for c in fuse(list(pool.values()), bm25, QUERY, strategy=ReciprocalRankFusion(), dense_weight=0.9)
+    }
+
+    assert fused["a"] == pytest.approx(1 / 61 + 1 / 62)  # dense first, lexical second
+    assert fused["b"] == pytest.approx(1 / 62)  # dense only
+    assert fused["c"] == pytest.approx(1 / 63 + 1 / 61)
 
 
-def test_tokens_per_word_counts_model_tokens_over_words() -> None:
-    count = {"ein Satz": 4, "plain words here": 3, "": 0}.__getitem__
-    assert tokens_per_word(["ein Satz", "plain words here", ""], count) == pytest.approx(7 / 5)
-    assert tokens_per_word([], count) == 0.0
+def test_rrf_ignores_score_gaps_and_the_dense_weight() -> None:
+    # The dense side is sure of "answer" (0.9 against 0.3); BM25 barely prefers "distractor".
+    # RRF sees two first places either way and cannot tell who is sure.
+    pool = dense_pool({"answer": 0.9, "distractor": 0.3})
+    bm25 = lexical(pool, {"distractor": 5.01, "answer": 5.0})
+    rrf = ReciprocalRankFusion()
+
+    for weight in (0.1, 0.9):
+        fused = fuse(list(pool.values()), bm25, QUERY, strategy=rrf, dense_weight=weight)
+        assert fused[0].score == pytest.approx(fused[1].score)
+    assert order(fuse(list(pool.values()), bm25, QUERY, strategy=WEIGHTED, dense_weight=0.9))[0] == "answer"
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["E6305", "what does ERR-4471 mean", "x86_64 build fails", "getUserById", "max_retries", "order 1234567"],
-)
-def test_identifiers_are_recognised(text: str) -> None:
-    assert has_identifier(text)
+# --- distribution-based score fusion ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "films from 1991",
-        "Which U.S. state",
-        "part of _____.",
-        "civic-military airports",
-        "Formula 1 drivers",
-        "Überfahrt",
-        "why did the us enter ww1",
-        "headquarters of the MI6",
-        "5G rollout",
-        "vitamin B12",
-    ],
-)
-def test_ordinary_words_years_and_abbreviations_are_not_identifiers(text: str) -> None:
-    assert not has_identifier(text)
+def test_dbsf_normalises_each_list_by_its_mean_and_three_sample_deviations_and_sums() -> None:
+    pool = dense_pool({"a": 0.9, "b": 0.6, "c": 0.3})
+    bm25 = lexical(pool, {"c": 8.0, "a": 4.0})
+
+    fused = {
+        c.record.point_id: c.score
+        for c in fuse(list(pool.values()), bm25, QUERY, strategy=DistributionFusion(), dense_weight=0.9)
+    }
+
+    dense = np.array([0.9, 0.6, 0.3])
+    low, high = dense.mean() - 3 * dense.std(ddof=1), dense.mean() + 3 * dense.std(ddof=1)
+    bm25_scores = np.array([8.0, 4.0])
+    low_l, high_l = (
+        bm25_scores.mean() - 3 * bm25_scores.std(ddof=1),
+        bm25_scores.mean() + 3 * bm25_scores.std(ddof=1),
+    )
+
+    assert fused["a"] == pytest.approx((0.9 - low) / (high - low) + (4.0 - low_l) / (high_l - low_l))
+    assert fused["b"] == pytest.approx((0.6 - low) / (high - low))  # BM25 did not return it: adds 0
+    assert fused["c"] == pytest.approx((0.3 - low) / (high - low) + (8.0 - low_l) / (high_l - low_l))
 
 
-class _PiecesPerWord:
-    """A stand-in embedder whose tokenizer splits every word into ``pieces`` tokens."""
+def test_dbsf_scores_a_list_of_one_or_of_equal_scores_as_the_middle() -> None:
+    pool = dense_pool({"a": 0.5, "b": 0.5})
+    bm25 = lexical(pool, {"b": 3.0})
 
-    def __init__(self, pieces: float) -> None:
-        self.pieces = pieces
+    fused = {
+        c.record.point_id: c.score
+        for c in fuse(list(pool.values()), bm25, QUERY, strategy=DistributionFusion(), dense_weight=0.9)
+    }
 
-    def count(self, text: str) -> int:
-        return round(len(text.split()) * self.pieces)
-
-
-def _weighting(question: str, pieces: float) -> tuple[float, bool]:
-    settings = RetrievalSettings()
-    retriever = Retriever(None, _PiecesPerWord(pieces), settings)  # type: ignore[arg-type]
-    pool = dense_pool({"a": 0.5, "b": 0.4})
-    terms = len(LexicalEncoder().encode_query(question))
-    try:
-        return retriever._weighting(question, terms, list(pool.values()), list(pool.values()))
-    finally:
-        retriever.close()
+    assert fused == pytest.approx({"a": 0.5, "b": 1.0})
 
 
-def _weight_for(question: str, pieces: float) -> float:
-    return _weighting(question, pieces)[0]
+# --- the registry -------------------------------------------------------------------------------
 
 
-def test_retriever_trusts_the_model_on_readable_text_and_bm25_on_opaque_text_or_identifiers() -> None:
-    settings = RetrievalSettings()
-    assert _weight_for("how do I rotate keys", pieces=1.3) == settings.dense_weight
-    assert _weight_for("Wie beantrage ich Urlaub", pieces=2.4) == pytest.approx(settings.opaque_dense_weight)
-    assert _weight_for("what does E6305 mean", pieces=1.3) == settings.opaque_dense_weight
+def test_every_configurable_fusion_name_has_a_strategy() -> None:
+    assert set(FUSIONS) == set(get_args(FusionName))
+    settings = RetrievalSettings(feedback_docs=3, feedback_weight=0.5)
+    assert fusion_strategy("weighted", settings) == WeightedFusion(feedback_docs=3, feedback_weight=0.5)
+    assert fusion_strategy("rrf", settings) == ReciprocalRankFusion(k=60)
+    assert isinstance(fusion_strategy("dbsf", settings), DistributionFusion)
 
 
-def test_long_specific_questions_lean_on_bm25() -> None:
-    settings = RetrievalSettings()
-    short = "how do I rotate keys"  # 2 index terms
-    long = "which cheap watch brand keeps better time than an expensive Patek Philippe with quartz movements"
-    assert len(LexicalEncoder().encode_query(long)) >= settings.long_question_terms
-    assert _weight_for(short, pieces=1.3) == settings.dense_weight
-    assert _weight_for(long, pieces=1.3) == settings.long_question_dense_weight
-
-
-def test_dense_weight_falls_linearly_with_question_length() -> None:
-    weights = [
-        dense_weight_for_length(n, short=4, long=8, short_weight=0.9, long_weight=0.5) for n in range(1, 11)
-    ]
-    assert weights[:4] == [0.9] * 4
-    assert weights[5] == pytest.approx(0.7)  # 6 terms: half way
-    assert weights[7:] == [0.5] * 3
-    assert weights == sorted(weights, reverse=True)
-
-
-def test_only_opaque_text_or_identifiers_let_a_lexical_match_count_alone() -> None:
-    long = "which cheap watch brand keeps better time than an expensive Patek Philippe with quartz movements"
-    assert _weighting("how do I rotate keys", pieces=1.3)[1] is False
-    assert _weighting(long, pieces=1.3)[1] is False  # long, but readable: the cosine still judges
-    assert _weighting("Wie beantrage ich Urlaub", pieces=2.4)[1] is True
-    assert _weighting("what does E6305 mean", pieces=1.3)[1] is True
+def test_an_unknown_fusion_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fusion 'borda'"):
+        fusion_strategy("borda", RetrievalSettings())  # type: ignore[arg-type]

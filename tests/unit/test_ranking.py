@@ -1,4 +1,5 @@
-"""Rank and prune: relevance floor, near-duplicates, MMR, and fitting a token budget."""
+"""Rank and prune: near-duplicates, MMR, and fitting a token budget. (Relevance is decided before,
+by the retriever's floor: tests/unit/test_policy.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from app.text.tokens import ClaudeTokenEstimate
 from tests.factories import chunk_record
 
 pytestmark = pytest.mark.unit
-
-FLOOR = 0.15
 
 
 def chunk(
@@ -52,31 +51,27 @@ def run(
     selected = rank(
         candidates,
         top_k=top_k,
-        relevance_floor=FLOOR,
         mmr_lambda=mmr_lambda,
         duplicate_threshold=dup,
     )
     return names(selected)
 
 
-# --- relevance floor ---------------------------------------------------------------------------
+# --- what reaches rank is relevant already ------------------------------------------------------
 
 
-def test_chunks_below_the_floor_are_dropped_unless_they_are_lexical_hits() -> None:
+def test_rank_applies_no_relevance_floor_of_its_own() -> None:
+    # The retriever's floor decided these are evidence (say, exact-term matches on text the
+    # model cannot read): ranking must not second-guess it with a rule of its own.
     candidates = [
-        chunk("relevant", 0.9, dense=0.6),
-        chunk("at-floor", 0.8, dense=FLOOR),
-        chunk("weak", 0.7, dense=0.1),
-        chunk("weak-but-exact-term", 0.6, dense=0.1, lexical=3.2),
-        chunk("lexical-only", 0.5, dense=None, lexical=1.0),
-        chunk("lexical-zero", 0.4, dense=None, lexical=0.0),
-        chunk("no-scores", 0.3, dense=None, lexical=None),
+        chunk("weak-cosine", 0.9, dense=0.01),
+        chunk("negative-cosine", 0.8, dense=-0.2, lexical=3.0),
+        chunk("no-scores", 0.7, dense=None, lexical=None),
     ]
-    assert run(candidates) == ["relevant", "at-floor", "weak-but-exact-term", "lexical-only"]
+    assert run(candidates) == ["weak-cosine", "negative-cosine", "no-scores"]
 
 
-def test_nothing_relevant_gives_an_empty_list() -> None:
-    assert run([chunk("a", 0.9, dense=0.01), chunk("b", 0.8, dense=-0.2)]) == []
+def test_no_candidates_give_an_empty_list() -> None:
     assert run([]) == []
 
 
@@ -206,7 +201,7 @@ def test_top_k_limits_the_result() -> None:
 
 def test_returns_the_candidate_objects_themselves() -> None:
     candidates = [chunk("a", 0.9), chunk("b", 0.8)]
-    result = rank(candidates, top_k=2, relevance_floor=FLOOR, mmr_lambda=0.75, duplicate_threshold=0.95)
+    result = rank(candidates, top_k=2, mmr_lambda=0.75, duplicate_threshold=0.95)
     assert result[0] is candidates[0] and result[1] is candidates[1]
 
 

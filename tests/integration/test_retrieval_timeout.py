@@ -1,0 +1,115 @@
+"""A store call abandoned at the retrieval timeout, which fails later, is reported once, in the
+service's structured log, and not as asyncio's "Future exception was never retrieved" traceback.
+
+The store is a stand-in that blocks until released and then raises, as a hung server connection
+finally does; the retriever, its worker thread and the event loop are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import msgspec
+import numpy as np
+import pytest
+import structlog
+
+from app.records import SearchHit, SparseTerms
+from app.retrieval import Retriever
+from app.settings import RetrievalSettings
+
+pytestmark = pytest.mark.integration
+
+
+class HangingStore:
+    """Answers ``exists``; every search blocks until ``release`` is set, then fails."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def exists(self) -> bool:
+        return True
+
+    def search(self, **_: object) -> tuple[list[SearchHit], list[SearchHit]]:
+        self.release.wait(10.0)
+        raise ConnectionError("server closed the connection")
+
+    def sample_sparse(self, limit: int) -> list[SparseTerms]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class FixedEmbedder:
+    model_name = "fixed-test-vectors"
+    dimension = 3
+    max_tokens = 256
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.full((len(texts), 3), 3.0**-0.5, dtype=np.float32)
+
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+
+async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_store_call_failing_after_the_timeout_logs_one_structured_warning_and_no_traceback(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = HangingStore()
+    settings = msgspec.structs.replace(RetrievalSettings(), timeout_s=0.05)
+    retriever = Retriever(store, FixedEmbedder(), settings)
+    caplog.set_level(logging.DEBUG)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            result = await retriever.retrieve("which team approves payroll")
+            assert result.status == "timeout"
+
+            store.release.set()  # the abandoned call now fails, in the background
+            await eventually(lambda: any(e["event"] == "abandoned_retrieval_failed" for e in logs))
+            gc.collect()  # asyncio reports an unretrieved exception when the future is collected
+            await asyncio.sleep(0.05)
+    finally:
+        retriever.close()
+
+    warnings = [e for e in logs if e["event"] == "abandoned_retrieval_failed"]
+    assert warnings == [
+        {
+            "event": "abandoned_retrieval_failed",
+            "log_level": "warning",
+            "error": "ConnectionError: server closed the connection",
+        }
+    ]
+    printed = caplog.text + capfd.readouterr().err
+    assert "Future exception was never retrieved" not in printed
+    assert "Traceback" not in printed
+
+
+async def test_a_store_call_that_fails_in_time_is_an_error_status_and_nothing_more() -> None:
+    store = HangingStore()
+    store.release.set()
+    retriever = Retriever(store, FixedEmbedder(), RetrievalSettings())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            result = await retriever.retrieve("which team approves payroll")
+            await asyncio.sleep(0.05)
+    finally:
+        retriever.close()
+
+    assert result.status == "error"
+    assert result.detail == "ConnectionError: server closed the connection"
+    assert not [e for e in logs if e["event"] == "abandoned_retrieval_failed"]
