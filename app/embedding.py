@@ -59,20 +59,30 @@ class SentenceTransformerEmbedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            # Its progress bars write to stderr directly, around the structured logs.
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
             self._model = SentenceTransformer(location, device=settings.device)
         except Exception as exc:  # the library raises many kinds; all mean "no model"
             hint = "" if settings.allow_download else " (downloads are off: embedding.allow_download=false)"
             raise EmbeddingModelError(f"cannot load embedding model {settings.model!r}{hint}: {exc}") from exc
         self.model_name = settings.model
-        self.dimension = int(
+        dimension = (
             self._model.get_embedding_dimension()
             if hasattr(self._model, "get_embedding_dimension")
             else self._model.get_sentence_embedding_dimension()
         )
+        if dimension is None:
+            raise EmbeddingModelError(f"embedding model {settings.model!r} does not report its dimension")
+        self.dimension = int(dimension)
         self._tokenizer = self._model.tokenizer
         special = self._tokenizer.num_special_tokens_to_add(pair=False)
-        self.max_tokens = int(self._model.max_seq_length) - special
+        max_length = self._model.max_seq_length
+        if max_length is None:
+            raise EmbeddingModelError(f"embedding model {settings.model!r} does not report its input limit")
+        self.max_tokens = int(max_length) - special
         self._batch_size = settings.batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

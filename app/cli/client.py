@@ -18,7 +18,7 @@ class SSEEvent(msgspec.Struct):
 
 def parse_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
     """Events of a text/event-stream (comments skipped)."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for line in lines:
         if line == "":
             if data:

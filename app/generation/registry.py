@@ -8,6 +8,7 @@ from app.errors import ConfigError
 from app.generation.anthropic import AnthropicProvider
 from app.generation.base import ModelProvider
 from app.generation.extractive import ExtractiveProvider
+from app.generation.openai import OpenAIProvider
 from app.settings import Settings
 
 __all__ = ["PROVIDERS", "build_provider"]
@@ -15,6 +16,7 @@ __all__ = ["PROVIDERS", "build_provider"]
 PROVIDERS: dict[str, Callable[[Settings], ModelProvider]] = {
     "anthropic": lambda s: AnthropicProvider(s.generation, api_key=_require_key(s)),
     "extractive": lambda s: ExtractiveProvider(s.generation),
+    "openai": lambda s: OpenAIProvider(s.generation, api_key=s.secrets.openai_api_key),
 }
 
 

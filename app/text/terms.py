@@ -88,7 +88,8 @@ def terms(text: str) -> list[str]:
     words = _WORD_RE.findall(text.lower())
     if all(word.isascii() for word in words):  # the common case, in one C call
         kept = [w for w in words if len(w) > 1 and w not in _STOP_WORDS]
-        return _Stemmers.get(_LATIN).stemWords(kept)
+        stemmed: list[str] = _Stemmers.get(_LATIN).stemWords(kept)
+        return stemmed
     out: list[str] = []
     for word in words:
         script = _script(word)

@@ -15,7 +15,7 @@ from ingest.chunking import ChunkDraft, chunk_document
 from ingest.documents import LoadedDocument, Section
 from ingest.loaders import LoadError, load_document
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 Embedder = SentenceTransformerEmbedder
 MIXED = Path(__file__).parents[1] / "data" / "mixed"
