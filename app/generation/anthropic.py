@@ -18,32 +18,26 @@ Errors are ``ProviderError`` with a ``code``: rate_limited (429), overloaded (52
 the three budgets) - all retryable, and retried here while no text was yielded; bad_request
 (400), provider_auth (401/403), model_not_found (404) - not retryable. An ``event: error`` in the
 stream maps by its error type. Any failure other than a timeout after text was yielded becomes
-stream_interrupted (retryable for the client, never retried here).
+stream_interrupted (retryable for the client, never retried here). Those deadline and retry
+rules are shared with the other streaming providers (``app.generation.attempts``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
-from collections.abc import AsyncIterator, Awaitable
-from typing import ClassVar, TypeVar
+from collections.abc import AsyncIterator
+from typing import ClassVar
 
 import anthropic
 import httpx2  # the SDK's HTTP transport: errors raised while reading a stream come from it
-import structlog
 from anthropic.types import AssistantMessageParam, MessageParam, RawMessageStreamEvent, UserMessageParam
 
-from app.errors import ProviderError
+from app.generation.attempts import Attempts, Failure, fail
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.prompting import Prompt
 from app.settings import GenerationSettings
 
 __all__ = ["AnthropicProvider"]
-
-log = structlog.get_logger("kb.generation.anthropic")
-
-T = TypeVar("T")
 
 # Error ``type`` of the API's JSON error body -> (our code, retryable). Used for ``event: error``
 # inside a 200 stream, where there is no HTTP status to go by.
@@ -91,19 +85,6 @@ def _retry_after(exc: BaseException) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
-class _Failure(Exception):
-    """An attempt failed: the error to raise, plus what the retry loop needs to know."""
-
-    def __init__(self, error: ProviderError, retry_after: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-
-
-def _fail(message: str, code: str, retryable: bool = True, retry_after: float | None = None) -> _Failure:
-    return _Failure(ProviderError(message, code=code, retryable=retryable), retry_after)
-
-
 class AnthropicProvider(ModelProvider):
     """Streams answers from Claude. One instance (and one HTTP connection pool) per app."""
 
@@ -129,23 +110,19 @@ class AnthropicProvider(ModelProvider):
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[TextDelta | Usage]:
         """Yield the answer's text deltas, then one ``Usage``. Raises ``ProviderError``."""
-        s = self._settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.total_timeout_s
-        attempt = 0
+        attempts = Attempts(self._settings, label="Anthropic", provider=self.name, secret=self._api_key)
         while True:
             emitted = False  # once True, no retry: the consumer already has part of an answer
-            first_token_at = min(loop.time() + s.first_token_timeout_s, deadline)
+            attempts.start()
             try:
-                upstream = await self._within(self._open(prompt), first_token_at, deadline)
+                upstream = await attempts.within(self._open(prompt), emitted=False)
                 # ``async with`` closes the HTTP response on every exit: end of stream, error,
                 # and the consumer closing this generator or cancelling its task.
                 async with upstream:
                     input_tokens = output_tokens = 0
                     stopped = False
                     while True:
-                        limit = deadline if emitted else first_token_at
-                        event = await self._within(anext(upstream, None), limit, deadline)
+                        event = await attempts.within(anext(upstream, None), emitted=emitted)
                         if event is None:
                             break
                         if event.type == "message_start":
@@ -164,47 +141,14 @@ class AnthropicProvider(ModelProvider):
                         elif event.type == "message_stop":
                             stopped = True
                     if not stopped:  # a clean end without message_stop: a truncating proxy
-                        raise _fail("Anthropic stream ended before message_stop", "upstream_error")
+                        raise fail("Anthropic stream ended before message_stop", "upstream_error")
                 yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
                 return
-            except (_Failure, anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
+            except (Failure, anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
                 # ValueError: malformed event data (bad JSON, unexpected shape) from upstream.
-                failure = exc if isinstance(exc, _Failure) else self._classify(exc)
-                cause = None if isinstance(exc, _Failure) else exc
-                error = self._redacted(failure.error)
-                if emitted:
-                    if error.code != "timeout":
-                        error = ProviderError(
-                            f"Anthropic stream interrupted after the answer had started: {error.message}",
-                            code="stream_interrupted",
-                            retryable=True,
-                        )
-                    raise error from cause
-                delay = self._retry_delay(attempt, failure.retry_after)
-                if not error.retryable or attempt >= s.max_retries:
-                    if attempt:
-                        error = ProviderError(
-                            f"{error.message} (after {attempt + 1} attempts)",
-                            code=error.code,
-                            retryable=error.retryable,
-                        )
-                    raise error from cause
-                if loop.time() + delay >= deadline:
-                    raise ProviderError(
-                        f"{error.message} (no retry: waiting {delay:.2f}s would pass the "
-                        f"total timeout of {s.total_timeout_s}s)",
-                        code=error.code,
-                        retryable=error.retryable,
-                    ) from cause
-                log.warning(
-                    "provider_retry",
-                    provider=self.name,
-                    code=error.code,
-                    attempt=attempt + 1,
-                    retry_in_s=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
+                failure = exc if isinstance(exc, Failure) else self._classify(exc)
+                cause = None if isinstance(exc, Failure) else exc
+                await attempts.after_failure(failure, cause, emitted=emitted)
 
     async def _open(self, prompt: Prompt) -> anthropic.AsyncStream[RawMessageStreamEvent]:
         """Send the request; returns once the response headers arrived (errors raise here)."""
@@ -226,30 +170,13 @@ class AnthropicProvider(ModelProvider):
             extra_body={"temperature": s.temperature},
         )
 
-    async def _within(self, awaitable: Awaitable[T], limit: float, deadline: float) -> T:
-        """Await an upstream step under a deadline, turning expiry into a timeout failure."""
-        s = self._settings
-        scope = asyncio.timeout_at(limit)
-        try:
-            async with scope:
-                return await awaitable
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            which, seconds = (
-                ("total", s.total_timeout_s)
-                if limit >= deadline
-                else ("first-token", s.first_token_timeout_s)
-            )
-            raise _fail(f"Anthropic {which} timeout ({seconds}s) expired", "timeout") from None
-
-    def _classify(self, exc: Exception) -> _Failure:
+    def _classify(self, exc: Exception) -> Failure:
         """An SDK, transport or parsing error -> our error code and retryability."""
         kind = type(exc.__cause__ or exc).__name__
         if isinstance(exc, anthropic.APIStatusError):
             code, retryable = _classify_status(exc.status_code, exc.type)
             upstream = exc.type or f"HTTP {exc.status_code}"
-            return _fail(
+            return fail(
                 f"Anthropic API error ({upstream}): {exc.api_message or exc.status_code}",
                 code,
                 retryable,
@@ -258,30 +185,14 @@ class AnthropicProvider(ModelProvider):
         if isinstance(exc, anthropic.APITimeoutError):  # raised while sending the request
             if isinstance(exc.__cause__, httpx2.ConnectTimeout):
                 seconds = self._settings.connect_timeout_s
-                return _fail(f"Anthropic connect timeout ({seconds}s) expired", "timeout")
-            return _fail(f"Anthropic request timed out ({kind})", "timeout")
+                return fail(f"Anthropic connect timeout ({seconds}s) expired", "timeout")
+            return fail(f"Anthropic request timed out ({kind})", "timeout")
         if isinstance(exc, anthropic.APIConnectionError):
-            return _fail(f"Anthropic API unreachable ({kind})", "upstream_unreachable")
+            return fail(f"Anthropic API unreachable ({kind})", "upstream_unreachable")
         if isinstance(exc, httpx2.TimeoutException):  # a stream read stalled past httpx's limit
-            return _fail(f"Anthropic stream timed out ({kind})", "timeout")
+            return fail(f"Anthropic stream timed out ({kind})", "timeout")
         if isinstance(exc, httpx2.HTTPError):  # the connection broke while reading the stream
-            return _fail(f"Anthropic stream broke ({kind})", "upstream_error")
+            return fail(f"Anthropic stream broke ({kind})", "upstream_error")
         if isinstance(exc, ValueError):
-            return _fail(f"Anthropic sent a malformed stream ({kind})", "upstream_error")
-        return _fail(f"Anthropic SDK error ({kind})", "provider_error", retryable=False)
-
-    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
-        """The server's ``retry-after`` wins; else exponential backoff with up to 10% jitter
-        (jitter spreads out the retries of many requests that failed together)."""
-        if retry_after is not None:
-            return retry_after
-        base: float = self._settings.retry_backoff_s * 2**attempt
-        return base + random.uniform(0.0, 0.1 * base)
-
-    def _redacted(self, error: ProviderError) -> ProviderError:
-        """Upstream messages are quoted in ours; make sure none of them can carry the key."""
-        if self._api_key and self._api_key in error.message:
-            return ProviderError(
-                error.message.replace(self._api_key, "***"), code=error.code, retryable=error.retryable
-            )
-        return error
+            return fail(f"Anthropic sent a malformed stream ({kind})", "upstream_error")
+        return fail(f"Anthropic SDK error ({kind})", "provider_error", retryable=False)

@@ -27,26 +27,20 @@ it; a server that does not report usage still answers, just without a ``Usage`` 
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
-import random
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 import httpx
 import msgspec
 
-from app.errors import ConfigError, ProviderError
+from app.errors import ConfigError
+from app.generation.attempts import Attempts, Failure, fail
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.prompting import Prompt
 from app.settings import GenerationSettings
 
 __all__ = ["OpenAIProvider"]
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _LABEL = "OpenAI-compatible server"
 """How our messages name the upstream (it may be vLLM, Ollama, ... - we cannot tell which)."""
@@ -206,19 +200,6 @@ class _SSEDecoder:
         return data
 
 
-class _Failure(Exception):
-    """An attempt failed: the error to raise, plus what the retry loop needs to know."""
-
-    def __init__(self, error: ProviderError, retry_after: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-
-
-def _fail(message: str, code: str, retryable: bool = True, retry_after: float | None = None) -> _Failure:
-    return _Failure(ProviderError(message, code=code, retryable=retryable), retry_after)
-
-
 class OpenAIProvider(ModelProvider):
     """Streams answers from an OpenAI-compatible server. One instance (one connection pool) per app."""
 
@@ -253,15 +234,12 @@ class OpenAIProvider(ModelProvider):
     async def stream(self, prompt: Prompt) -> AsyncIterator[TextDelta | Usage]:
         """Yield the answer's text deltas, then one ``Usage`` if the server reported it.
         Raises ``ProviderError``."""
-        s = self._settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.total_timeout_s
-        attempt = 0
+        attempts = Attempts(self._settings, label=_LABEL, provider=self.name, secret=self._api_key)
         while True:
             emitted = False  # once True, no retry: the consumer already has part of an answer
-            first_token_at = min(loop.time() + s.first_token_timeout_s, deadline)
+            attempts.start()
             try:
-                response = await self._within(self._open(prompt), first_token_at, deadline)
+                response = await attempts.within(self._open(prompt), emitted=False)
                 # Closed on every exit: end of stream, error, and the consumer closing this
                 # generator or cancelling its task (the connection is dropped mid-body at once).
                 try:
@@ -270,8 +248,7 @@ class OpenAIProvider(ModelProvider):
                     decoder = _SSEDecoder()
                     lines = response.aiter_lines()
                     while True:
-                        limit = deadline if emitted else first_token_at
-                        line = await self._within(anext(lines, None), limit, deadline)
+                        line = await attempts.within(anext(lines, None), emitted=emitted)
                         data = decoder.flush() if line is None else decoder.feed(line)
                         if data == "[DONE]":
                             complete = True
@@ -281,7 +258,7 @@ class OpenAIProvider(ModelProvider):
                             if chunk.error is not None:
                                 code, retryable = _classify_detail(chunk.error)
                                 message = _describe(chunk.error, "no error message")
-                                raise _fail(f"{_LABEL} sent an error: {message}", code, retryable)
+                                raise fail(f"{_LABEL} sent an error: {message}", code, retryable)
                             for choice in chunk.choices or ():
                                 if choice.delta is not None and choice.delta.content:
                                     emitted = True  # set before the yield: the consumer may keep it
@@ -297,50 +274,17 @@ class OpenAIProvider(ModelProvider):
                     # A clean end with neither [DONE] nor a finish reason: a truncating proxy.
                     # (A finish reason without [DONE] is complete: some servers omit it.)
                     if not complete:
-                        raise _fail(f"{_LABEL} stream ended before [DONE]", "upstream_error")
+                        raise fail(f"{_LABEL} stream ended before [DONE]", "upstream_error")
                 finally:
                     await response.aclose()
                 if usage is not None:
                     yield usage
                 return
-            except (_Failure, httpx.HTTPError, ValueError) as exc:
+            except (Failure, httpx.HTTPError, ValueError) as exc:
                 # ValueError: malformed event data (bad JSON, unexpected shape) from upstream.
-                failure = exc if isinstance(exc, _Failure) else self._classify(exc)
-                cause = None if isinstance(exc, _Failure) else exc
-                error = self._redacted(failure.error)
-                if emitted:
-                    if error.code != "timeout":
-                        error = ProviderError(
-                            f"{_LABEL} stream interrupted after the answer had started: {error.message}",
-                            code="stream_interrupted",
-                            retryable=True,
-                        )
-                    raise error from cause
-                delay = self._retry_delay(attempt, failure.retry_after)
-                if not error.retryable or attempt >= s.max_retries:
-                    if attempt:
-                        error = ProviderError(
-                            f"{error.message} (after {attempt + 1} attempts)",
-                            code=error.code,
-                            retryable=error.retryable,
-                        )
-                    raise error from cause
-                if loop.time() + delay >= deadline:
-                    raise ProviderError(
-                        f"{error.message} (no retry: waiting {delay:.2f}s would pass the "
-                        f"total timeout of {s.total_timeout_s}s)",
-                        code=error.code,
-                        retryable=error.retryable,
-                    ) from cause
-                log.warning(
-                    "openai attempt %d failed (%s); retrying in %.2fs",
-                    attempt + 1,
-                    error.code,
-                    delay,
-                    extra={"provider": self.name, "code": error.code, "attempt": attempt + 1},
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
+                failure = exc if isinstance(exc, Failure) else self._classify(exc)
+                cause = None if isinstance(exc, Failure) else exc
+                await attempts.after_failure(failure, cause, emitted=emitted)
 
     def _body(self, prompt: Prompt) -> dict[str, Any]:
         s = self._settings
@@ -358,18 +302,18 @@ class OpenAIProvider(ModelProvider):
 
     async def _open(self, prompt: Prompt) -> httpx.Response:
         """Send the request; returns a 200 event stream once its headers arrived. A failure to
-        connect, an error status or any other reply raises ``_Failure`` here."""
+        connect, an error status or any other reply raises ``Failure`` here."""
         request = self._client.build_request("POST", "chat/completions", json=self._body(prompt))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.ConnectTimeout:
             seconds = self._settings.connect_timeout_s
-            raise _fail(f"{_LABEL} connect timeout ({seconds}s) expired", "timeout") from None
+            raise fail(f"{_LABEL} connect timeout ({seconds}s) expired", "timeout") from None
         except httpx.TimeoutException as exc:
-            raise _fail(f"{_LABEL} request timed out ({type(exc).__name__})", "timeout") from None
+            raise fail(f"{_LABEL} request timed out ({type(exc).__name__})", "timeout") from None
         except httpx.TransportError as exc:
             # Refused, reset, or closed before any reply: nothing answered.
-            raise _fail(
+            raise fail(
                 f"{_LABEL} unreachable at {request.url.host}:{request.url.port} ({type(exc).__name__})",
                 "upstream_unreachable",
             ) from None
@@ -380,7 +324,7 @@ class OpenAIProvider(ModelProvider):
                 except httpx.HTTPError:
                     raw = b""
                 code, retryable = _classify_status(response.status_code)
-                raise _fail(
+                raise fail(
                     f"{_LABEL} error (HTTP {response.status_code} at {request.url.path}): "
                     f"{_error_message(raw)}",
                     code,
@@ -389,7 +333,7 @@ class OpenAIProvider(ModelProvider):
                 )
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
-                raise _fail(
+                raise fail(
                     f"{_LABEL} replied with {content_type or 'no content type'} instead of an "
                     f"event stream (is {request.url.path} a Chat Completions endpoint?)",
                     "provider_error",
@@ -400,44 +344,11 @@ class OpenAIProvider(ModelProvider):
             raise
         return response
 
-    async def _within(self, awaitable: Awaitable[T], limit: float, deadline: float) -> T:
-        """Await an upstream step under a deadline, turning expiry into a timeout failure."""
-        s = self._settings
-        scope = asyncio.timeout_at(limit)
-        try:
-            async with scope:
-                return await awaitable
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            which, seconds = (
-                ("total", s.total_timeout_s)
-                if limit >= deadline
-                else ("first-token", s.first_token_timeout_s)
-            )
-            raise _fail(f"{_LABEL} {which} timeout ({seconds}s) expired", "timeout") from None
-
-    def _classify(self, exc: Exception) -> _Failure:
+    def _classify(self, exc: Exception) -> Failure:
         """A transport or parsing error while reading the stream -> our code and retryability."""
         kind = type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):  # a read stalled past httpx's own limit
-            return _fail(f"{_LABEL} stream timed out ({kind})", "timeout")
+            return fail(f"{_LABEL} stream timed out ({kind})", "timeout")
         if isinstance(exc, httpx.HTTPError):  # the connection broke while reading the stream
-            return _fail(f"{_LABEL} stream broke ({kind})", "upstream_error")
-        return _fail(f"{_LABEL} sent a malformed stream ({kind})", "upstream_error")
-
-    def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
-        """The server's ``retry-after`` wins; else exponential backoff with up to 10% jitter
-        (jitter spreads out the retries of many requests that failed together)."""
-        if retry_after is not None:
-            return retry_after
-        base: float = self._settings.retry_backoff_s * 2**attempt
-        return base + random.uniform(0.0, 0.1 * base)
-
-    def _redacted(self, error: ProviderError) -> ProviderError:
-        """Upstream messages are quoted in ours; make sure none of them can carry the key."""
-        if self._api_key and self._api_key in error.message:
-            return ProviderError(
-                error.message.replace(self._api_key, "***"), code=error.code, retryable=error.retryable
-            )
-        return error
+            return fail(f"{_LABEL} stream broke ({kind})", "upstream_error")
+        return fail(f"{_LABEL} sent a malformed stream ({kind})", "upstream_error")

@@ -7,7 +7,6 @@ are tiny so every test finishes in well under two seconds.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from app.config import load_settings
 from app.errors import ConfigError, ProviderError
@@ -483,16 +483,15 @@ async def test_cancelling_the_consumer_task_closes_the_upstream_call_at_once(
 
 # --------------------------------------------------------------------------- no server
 async def test_refused_connection_is_upstream_unreachable_after_retries(
-    make_provider: MakeProvider, caplog: pytest.LogCaptureFixture
+    make_provider: MakeProvider,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="app.generation.openai")
-
-    error = await fail(make_provider(openai_base_url=closed_port_url() + "/v1", max_retries=2))
+    with structlog.testing.capture_logs() as logs:
+        error = await fail(make_provider(openai_base_url=closed_port_url() + "/v1", max_retries=2))
 
     assert (error.code, error.retryable) == ("upstream_unreachable", True)
     assert "3 attempts" in error.message
-    retries = [r for r in caplog.records if getattr(r, "code", None) == "upstream_unreachable"]
-    assert len(retries) == 2
+    retries = [e for e in logs if e["event"] == "provider_retry" and e["code"] == "upstream_unreachable"]
+    assert [(e["provider"], e["attempt"]) for e in retries] == [("openai", 1), ("openai", 2)]
 
 
 @pytest.fixture
