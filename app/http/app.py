@@ -25,6 +25,7 @@ from app.http.ask import ask_route
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.health import live, ready
 from app.http.request_id import RequestIdMiddleware, add_request_id_header
+from app.http.ui import WebAssets, ui_routes
 from app.logs import ensure_logging
 from app.pipeline import AskPipeline
 from app.services import Services, build_services
@@ -59,6 +60,7 @@ class AppCore(InitPluginProtocol):
                 "/", route_handlers=[ask, live, ready], request_max_body_size=settings.server.max_body_bytes
             )
         )
+        app_config.route_handlers.extend(ui_routes(WebAssets.load()))  # the widget and the page at /
         app_config.dependencies.update(
             {
                 "services": Provide(provide_services, sync_to_thread=False),
