@@ -8,6 +8,7 @@ lifespan, the ingest command) and handed on; nothing here caches it globally.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -84,33 +85,39 @@ class SentenceTransformerEmbedder:
             raise EmbeddingModelError(f"embedding model {settings.model!r} does not report its input limit")
         self.max_tokens = int(max_length) - special
         self._batch_size = settings.batch_size
+        # A fast (Rust) tokenizer raises "Already borrowed" when two threads use it at once, and
+        # several may: the retrieval workers and the offline answerer. One lock
+        # serialises the model's calls; each is short, and the CPU is the limit anyway.
+        self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self._batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return vectors.astype(np.float32, copy=False)
 
     def count(self, text: str) -> int:
         # verbose=False: counting a long section is the point here, not a model-input overflow.
-        return len(
-            self._tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)[
-                "input_ids"
-            ]
-        )
+        with self._lock:
+            encoded = self._tokenizer(
+                text, add_special_tokens=False, return_attention_mask=False, verbose=False
+            )
+        return len(encoded["input_ids"])
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
-        encoded = self._tokenizer(
-            text,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            verbose=False,
-        )
+        with self._lock:
+            encoded = self._tokenizer(
+                text,
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                return_attention_mask=False,
+                verbose=False,
+            )
         return [tuple(span) for span in encoded["offset_mapping"]]

@@ -18,9 +18,9 @@ from app.text.terms import terms
 
 __all__ = ["LEXICAL_VERSION", "LexicalEncoder"]
 
-LEXICAL_VERSION = "bm25-v2"
+LEXICAL_VERSION = "bm25-v3"
 """Changes whenever term extraction (here or in ``app.text.terms``) changes; part of the ingestion fingerprint, so a change means
-documents are re-indexed by the next ``kb ingest``."""
+documents are re-indexed by the next ``kb ingest`` (v3: a stemmer per language, not per script)."""
 
 
 def _index(term: str) -> int:

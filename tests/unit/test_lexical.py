@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.retrieval.bm25 import LexicalEncoder, terms
+from app.retrieval.bm25 import LexicalEncoder
+from app.text.terms import terms
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +66,18 @@ def test_matching_terms_share_indices_between_query_and_document() -> None:
 
 def test_text_without_terms_gives_an_empty_vector() -> None:
     assert len(LexicalEncoder().encode_document("the of and")) == 0
+
+
+def test_a_short_spanish_question_shares_indices_with_its_spanish_document() -> None:
+    # The question names no function word (read as English), the document is read as Spanish.
+    encoder = LexicalEncoder()
+    doc = encoder.encode_document("Las solicitudes de vacaciones se presentan en el portal de los empleados")
+    query = encoder.encode_query("solicitud vacaciones portal")
+    assert set(query.indices) <= set(doc.indices)
+
+
+def test_an_arabic_question_shares_indices_with_its_document_across_prefixes_and_spellings() -> None:
+    encoder = LexicalEncoder()
+    doc = encoder.encode_document("يقدم طلب الإجازة السنوية عبر بوابة الموارد البشرية")
+    query = encoder.encode_query("كيف أطلب اجازه سنويه")
+    assert set(query.indices) & set(doc.indices) == set(encoder.encode_query("الإجازة السنوية").indices)
