@@ -32,7 +32,7 @@ import anthropic
 import httpx2  # the SDK's HTTP transport: errors raised while reading a stream come from it
 from anthropic.types import AssistantMessageParam, MessageParam, RawMessageStreamEvent, UserMessageParam
 
-from app.generation.attempts import Attempts, Failure, fail
+from app.generation.attempts import Attempts, Failure, classify_status, fail
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.prompting import Prompt
 from app.settings import GenerationSettings
@@ -57,21 +57,9 @@ _BY_ERROR_TYPE: dict[str, tuple[str, bool]] = {
 
 def _classify_status(status: int, error_type: str | None) -> tuple[str, bool]:
     """HTTP status (or, for a mid-stream error event, the error type) -> (code, retryable)."""
-    if status == 429:
-        return "rate_limited", True
-    if status == 529:
-        return "overloaded", True
-    if status >= 500 or status in (408, 409):  # 408/409 are transient, as the SDK also treats them
-        return "upstream_error", True
-    if status in (400, 413, 422):
-        return "bad_request", False
-    if status in (401, 402, 403):
-        return "provider_auth", False
-    if status == 404:
-        return "model_not_found", False
     if status < 400:  # an ``event: error`` in a stream that started with 200
         return _BY_ERROR_TYPE.get(error_type or "", ("upstream_error", True))
-    return "provider_error", False
+    return classify_status(status)
 
 
 def _retry_after(exc: BaseException) -> float | None:

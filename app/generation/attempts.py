@@ -27,7 +27,7 @@ import structlog
 from app.errors import ProviderError
 from app.settings import GenerationSettings
 
-__all__ = ["Attempts", "Failure", "fail"]
+__all__ = ["Attempts", "Failure", "classify_status", "fail"]
 
 log = structlog.get_logger("kb.generation")
 
@@ -36,6 +36,24 @@ T = TypeVar("T")
 _JITTER = 0.1
 """Up to this share of the backoff is added at random: it spreads out the retries of many
 requests that failed together."""
+
+
+def classify_status(status: int) -> tuple[str, bool]:
+    """An upstream HTTP error status -> (our error code, retryable): one table for every
+    provider, so a client sees the same codes whichever model answers."""
+    if status == 429:
+        return "rate_limited", True
+    if status == 529:
+        return "overloaded", True
+    if status >= 500 or status in (408, 409):  # 408/409 are transient, as the SDKs also treat them
+        return "upstream_error", True
+    if status in (400, 413, 422):
+        return "bad_request", False
+    if status in (401, 402, 403):
+        return "provider_auth", False
+    if status == 404:
+        return "model_not_found", False
+    return "provider_error", False
 
 
 class Failure(Exception):

@@ -35,7 +35,7 @@ import httpx
 import msgspec
 
 from app.errors import ConfigError
-from app.generation.attempts import Attempts, Failure, fail
+from app.generation.attempts import Attempts, Failure, classify_status, fail
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.prompting import Prompt
 from app.settings import GenerationSettings
@@ -109,30 +109,13 @@ class _Chunk(msgspec.Struct):
     error: _ErrorDetail | str | None = None
 
 
-def _classify_status(status: int) -> tuple[str, bool]:
-    """HTTP status -> (code, retryable); the Anthropic provider's table, so clients see one set."""
-    if status == 429:
-        return "rate_limited", True
-    if status == 529:
-        return "overloaded", True
-    if status >= 500 or status in (408, 409):
-        return "upstream_error", True
-    if status in (400, 413, 422):
-        return "bad_request", False
-    if status in (401, 402, 403):
-        return "provider_auth", False
-    if status == 404:
-        return "model_not_found", False
-    return "provider_error", False
-
-
 def _classify_detail(detail: _ErrorDetail | str) -> tuple[str, bool]:
     """A mid-stream error chunk: a numeric code is an HTTP status; else the type or code names it.
     Unknown errors count as transient, as a broken stream does."""
     if isinstance(detail, str):
         return "upstream_error", True
     if isinstance(detail.code, int) and detail.code >= 400:
-        return _classify_status(detail.code)
+        return classify_status(detail.code)
     for kind in (detail.code, detail.type):
         if isinstance(kind, str) and kind in _BY_ERROR_KIND:
             return _BY_ERROR_KIND[kind]
@@ -323,7 +306,7 @@ class OpenAIProvider(ModelProvider):
                     raw = await response.aread()
                 except httpx.HTTPError:
                     raw = b""
-                code, retryable = _classify_status(response.status_code)
+                code, retryable = classify_status(response.status_code)
                 raise fail(
                     f"{_LABEL} error (HTTP {response.status_code} at {request.url.path}): "
                     f"{_error_message(raw)}",
