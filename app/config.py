@@ -11,7 +11,7 @@ them. Order, later wins:
 4. ``KB_<SECTION>__<KEY>`` environment variables (``KB_DATA_DIR`` for top-level keys), parsed as
    TOML values when they parse (``3``, ``true``, ``["a"]``) and as strings otherwise
 5. secrets, from the environment only: ``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``, ``QDRANT_URL``,
-   ``QDRANT_API_KEY``
+   ``QDRANT_API_KEY``, ``REDIS_URL``
 
 The configuration folder is ``KB_CONFIG_DIR``, else the one installed with the package, else the
 source tree's ``config/`` (``app.resources``).
@@ -89,6 +89,7 @@ def load_settings(
         openai_api_key=environ.get("OPENAI_API_KEY") or None,
         qdrant_url=environ.get("QDRANT_URL") or None,
         qdrant_api_key=environ.get("QDRANT_API_KEY") or None,
+        redis_url=environ.get("REDIS_URL") or None,
     )
     settings = msgspec.structs.replace(settings, secrets=secrets)
     _check_cross_field(settings)

@@ -7,13 +7,18 @@ status codes in one place (``app.http.errors``); the CLI prints their message an
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
     "EmbeddingModelError",
     "InvalidRequestError",
     "KBError",
     "ModelMismatchError",
+    "NotFoundError",
+    "PermissionDeniedError",
     "ProviderError",
     "QuestionTooLongError",
+    "RateLimitedError",
+    "StateUnavailableError",
     "StoreLockedError",
     "StoreUnavailableError",
 ]
@@ -80,3 +85,61 @@ class ProviderError(KBError):
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+
+
+class StateUnavailableError(KBError):
+    """The state store (Redis, or the local state file) failed or did not answer in time.
+
+    ``retry_after_s``, when given, is sent as ``Retry-After`` with the 503.
+    """
+
+    code = "state_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AuthenticationError(KBError):
+    """No credentials, or credentials that are not a valid, unexpired, unrevoked key (401)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(KBError):
+    """A valid key that may not do this: wrong role, or a widget key from a foreign origin (403)."""
+
+    code = "forbidden"
+
+
+class NotFoundError(KBError):
+    """A named thing (a conversation, a request, a prompt) that does not exist for this caller (404).
+
+    Also what another key's conversation looks like: its existence is not disclosed.
+    """
+
+    code = "not_found"
+
+
+class RateLimitedError(KBError):
+    """A limit refused the request (429). ``limit`` names it; ``retry_after_s`` says when to retry.
+
+    ``headers`` are the rate-limit headers of the limit that tripped, sent with the refusal.
+    """
+
+    code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str,
+        retry_after_s: float,
+        code: str = "rate_limited",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.headers = dict(headers or {})

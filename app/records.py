@@ -13,8 +13,10 @@ import msgspec
 import numpy as np
 
 __all__ = [
+    "Caller",
     "ChunkRecord",
     "RetrievalStatus",
+    "Role",
     "ScoredChunk",
     "SearchHit",
     "SparseTerms",
@@ -24,6 +26,37 @@ __all__ = [
 RetrievalStatus = Literal["ok", "empty", "timeout", "error"]
 """Outcome of retrieval, stated in the prompt and reported to the client: ``ok`` (relevant
 chunks found), ``empty`` (nothing relevant), ``timeout``, ``error`` (the store or model failed)."""
+
+
+Role = Literal["anonymous", "user", "widget", "admin"]
+"""What a caller may do: ``user`` asks, ``widget`` asks from its configured origins only,
+``admin`` also reaches the admin endpoints; ``anonymous`` is a caller without a key (allowed by
+the local demo configuration only)."""
+
+
+class Caller(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is asking: resolved from the request's API key (``app.access``) before any work."""
+
+    key_id: str | None
+    """Stable id of the API key (not the key); None for an anonymous caller."""
+
+    name: str
+    """The key's name, for logs and traces."""
+
+    tenant: str
+    """The team or organisation whose documents this caller may retrieve."""
+
+    role: Role
+    tier: str = "default"
+    """Limit tier (``limits.tiers``)."""
+
+    client: str = ""
+    """The client's address: what anonymous callers are limited by."""
+
+    @property
+    def subject(self) -> str:
+        """What limits and ownership are keyed by: the key, or the address when anonymous."""
+        return f"key:{self.key_id}" if self.key_id else f"ip:{self.client or 'unknown'}"
 
 
 def embedding_text(heading_path: Sequence[str], text: str) -> str:

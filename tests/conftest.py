@@ -10,13 +10,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as redis_client
 
 from app.embedding import SentenceTransformerEmbedder
 from app.settings import EmbeddingSettings
+from tests.services.redis import RedisServer, redis_server_binary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -51,3 +55,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def embedder() -> SentenceTransformerEmbedder:
     """The real default model (all-MiniLM-L6-v2 from the offline package)."""
     return SentenceTransformerEmbedder(EmbeddingSettings())
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the whole session.
+
+    Skipped where redis-server is not installed, except in CI (``CI=true``), where that is a
+    set-up failure (scripts/setup installs it).
+    """
+    if redis_server_binary() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed; scripts/setup --dev installs it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_next_db = itertools.count(1)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A URL of a Redis database no other test of this session uses (db 1..63, then reused
+    after FLUSHDB). The server is restarted first if an earlier test stopped it."""
+    redis_server.start()
+    db = next(_next_db) % 63 + 1
+    client = redis_client.Redis.from_url(redis_server.url(db), socket_timeout=2)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server.url(db)

@@ -7,6 +7,7 @@ send produces a 500; a 500 is a bug, logged with its traceback.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -15,17 +16,26 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
+    HTTP_404_NOT_FOUND,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from litestar.types import ExceptionHandlersMap
 
 from app.errors import (
+    AuthenticationError,
     InvalidRequestError,
     KBError,
+    NotFoundError,
+    PermissionDeniedError,
     ProviderError,
     QuestionTooLongError,
+    RateLimitedError,
+    StateUnavailableError,
     StoreUnavailableError,
 )
 from app.http.request_id import request_id_of
@@ -67,6 +77,11 @@ _STATUS: dict[type[KBError], int] = {
     QuestionTooLongError: HTTP_422_UNPROCESSABLE_ENTITY,
     StoreUnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
     ProviderError: HTTP_503_SERVICE_UNAVAILABLE,
+    StateUnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
+    AuthenticationError: HTTP_401_UNAUTHORIZED,
+    PermissionDeniedError: HTTP_403_FORBIDDEN,
+    NotFoundError: HTTP_404_NOT_FOUND,
+    RateLimitedError: HTTP_429_TOO_MANY_REQUESTS,
 }
 
 _HTTP_CODES = {
@@ -91,7 +106,31 @@ def _domain(request: Request[Any, Any, Any], exc: KBError) -> Response[ErrorBody
     status = next(
         (code for kind, code in _STATUS.items() if isinstance(exc, kind)), HTTP_500_INTERNAL_SERVER_ERROR
     )
-    return Response(error_body(exc.code, exc.message, request_id_of(request.scope)), status_code=status)
+    headers: dict[str, str] = {}
+    detail: Any = None
+    if isinstance(exc, AuthenticationError):
+        # RFC 9110: a 401 names the scheme the client should use.
+        headers["WWW-Authenticate"] = 'Bearer realm="kb"'
+    elif isinstance(exc, RateLimitedError):
+        headers.update(exc.headers)
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        detail = {"limit": exc.limit, "retry_after_s": round(exc.retry_after_s, 3)}
+        _count_refusal(request, exc.limit)
+    elif isinstance(exc, StateUnavailableError) and exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    return Response(
+        error_body(exc.code, exc.message, request_id_of(request.scope), detail),
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _count_refusal(request: Request[Any, Any, Any], limit: str) -> None:
+    """Every 429 passes here, so this is where refusals are counted (``kb_rate_limit_refusals_total``)."""
+    services = getattr(request.app.state, "services", None)
+    metrics = getattr(services, "metrics", None)
+    if metrics is not None:
+        metrics.rate_limit_refused(limit)
 
 
 def _body(request: Request[Any, Any, Any], exc: RequestBodyError) -> Response[ErrorBody]:

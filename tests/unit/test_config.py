@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from app import resources
@@ -29,8 +30,17 @@ def test_project_defaults_load_without_any_environment() -> None:
 
 
 def test_without_files_or_variables_the_settings_are_the_struct_defaults() -> None:
-    assert load_settings(environ={}) == Settings()
     assert load_settings(environ={}, config_dir=Path("/nonexistent")) == Settings()
+    assert Settings().access.anonymous is False  # closed unless a configuration opens it
+
+
+def test_the_development_configuration_opens_only_the_local_demo() -> None:
+    development = load_settings(environ={})
+    production = load_settings(environ={"KB_ENV": "production"})
+
+    assert development.access.anonymous and not production.access.anonymous
+    # Apart from the demo's openness, development runs on the struct defaults.
+    assert msgspec.structs.replace(development, access=Settings().access) == Settings()
 
 
 def test_environment_file_overrides_defaults(tmp_path: Path) -> None:

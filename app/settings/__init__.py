@@ -7,18 +7,34 @@ Loading (TOML files, environment overrides, secrets) lives in ``app.config``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
+from app.settings.access import AccessSettings, StaticKeySettings, TenantName
+from app.settings.answers import AnswerSettings
+from app.settings.base import NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat, _Section
+from app.settings.limits import LimitSettings
+from app.settings.observability import ObservabilitySettings
+from app.settings.prompts import PromptSettings
+from app.settings.state import StateSettings
+
 __all__ = [
+    "AccessSettings",
+    "AnswerSettings",
     "ChunkingSettings",
     "EmbeddingSettings",
     "FusionName",
     "GenerationSettings",
     "IngestSettings",
+    "LimitSettings",
+    "NonNegativeInt",
+    "ObservabilitySettings",
+    "PositiveFloat",
+    "PositiveInt",
     "PromptSettings",
     "RankingSettings",
     "RetrievalSettings",
@@ -26,17 +42,11 @@ __all__ = [
     "Secrets",
     "ServerSettings",
     "Settings",
+    "StateSettings",
+    "StaticKeySettings",
     "StoreSettings",
+    "UnitFloat",
 ]
-
-PositiveInt = Annotated[int, Meta(gt=0)]
-NonNegativeInt = Annotated[int, Meta(ge=0)]
-PositiveFloat = Annotated[float, Meta(gt=0)]
-UnitFloat = Annotated[float, Meta(ge=0.0, le=1.0)]
-
-
-class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Base for config sections: unknown keys are errors, instances are immutable."""
 
 
 class EmbeddingSettings(_Section, frozen=True):
@@ -64,6 +74,28 @@ class StoreSettings(_Section, frozen=True):
     upsert_batch_size: PositiveInt = 256
     """Points per upsert request."""
 
+    engine: Literal["edge", "local"] = "edge"
+    """The embedded engine when ``QDRANT_URL`` is not set: ``edge`` (Qdrant Edge, the server's
+    segment engine in-process, in ``<data_dir>/store``) or ``local`` (qdrant-client's local mode in
+    ``<data_dir>/qdrant``, which searches by brute force in Python: what kb used before, kept to
+    read such a store; ``kb store migrate`` copies it to Edge). See docs/store.md."""
+
+    exact_search_points: Annotated[int, Meta(ge=1_000)] = 20_000
+    """Up to this many points, dense search stays exact (no HNSW index is built): it is fast
+    enough there and always returns the true nearest neighbours. Above it, ``kb store optimize``
+    builds the index (never ``kb ingest``: it takes minutes). Measured in docs/store.md."""
+
+    hnsw_ef: Annotated[int, Meta(ge=16, le=4096)] = 512
+    """Candidates an HNSW search explores (Edge and server): larger is slower and closer to
+    exact. At 256, recall@10 against exact search measured 0.974 to 0.998 between index builds;
+    at 512 it measured 1.0, no slower (docs/store.md, bench/bench_store.py)."""
+
+    hnsw_m: Annotated[int, Meta(ge=4, le=128)] = 16
+    """Edges per node of the HNSW graph, fixed when the index is built (Edge)."""
+
+    hnsw_ef_construct: Annotated[int, Meta(ge=16, le=4096)] = 128
+    """Candidates explored while the HNSW graph is built (Edge): better graphs, slower builds."""
+
 
 class ChunkingSettings(_Section, frozen=True):
     max_tokens: Annotated[int, Meta(ge=16, le=8192)] = 200
@@ -89,6 +121,11 @@ class IngestSettings(_Section, frozen=True):
 
     encode_batch_size: PositiveInt = 256
     """Chunks handed to the embedder per call (the model batches inside it)."""
+
+    tenant: TenantName = "default"
+    """The tenant documents are ingested for unless ``kb ingest --tenant`` or ``--shared`` says
+    otherwise: the one tenant of a single-team install. Chunks written before tenants were
+    recorded are assigned to it (docs/tenants.md)."""
 
 
 RetrieverMode = Literal["hybrid", "dense", "lexical"]
@@ -119,14 +156,27 @@ class RetrievalSettings(_Section, frozen=True):
     timeout_s: PositiveFloat = 3.0
     """Budget for embedding the question and searching the store. Past it the status is timeout."""
 
-    relevance_floor: Annotated[float, Meta(ge=-1.0, le=1.0)] = 0.15
-    """Minimum dense cosine similarity for a chunk to count as relevant. Below it a chunk counts
-    only as a lexical hit, and only where the query policy lets a lexical match count alone (text
-    the model cannot read, a question naming an identifier, lexical mode). The one relevance
-    floor: the retriever applies it, ranking does not. Nothing left means the retrieval status
-    is ``empty``. With all-MiniLM-L6-v2, unrelated questions score about 0.1-0.2 on this
-    project's docs, but one answer chunk of tests/data/eval/qa-mini scores 0.15-0.18: a higher
-    floor loses answers (``kb eval tests/data/eval/qa-mini``)."""
+    relevance_floor: UnitFloat = 0.7
+    """Minimum calibrated relevance (0-1, ``app.retrieval.calibration``: from the dense cosine and
+    the share of the query's attainable BM25 score) for a chunk to count as relevant; the same
+    figure users see as a source's score. Below it a chunk counts only as a lexical hit, and only
+    where the query policy lets a lexical match count alone (text the model cannot read, a
+    question naming an identifier, lexical mode), and then only with a lexical share of at least
+    ``app.retrieval.policy.LEXICAL_ALONE_MIN_SHARE``. The one relevance floor: the retriever
+    applies it, ranking does not. Nothing left means the retrieval status is ``empty``. Chosen on
+    the labelled answerable and unanswerable questions of bench/data/noanswer (``python
+    bench/noanswer.py``, docs/evaluation.md "Calibration"): higher empties more unanswerable
+    questions and loses more answers.
+
+    It decides whether a question has an answer in the knowledge base at all: once one candidate
+    reaches it, the others need only ``companion_floor``."""
+
+    companion_floor: UnitFloat = 0.2
+    """Once a question has a candidate at ``relevance_floor``, the calibrated relevance the others
+    need to come along into ranking (``app.retrieval.policy.relevant_candidates``). Lower than the
+    relevance floor so that an answerable question keeps its weaker relevant chunks: with one
+    floor of 0.7 for both, tests/data/eval/en-kb lost 0.03 nDCG@10; at 0.2 or below it loses
+    none (docs/evaluation.md, "Calibration")."""
 
     adaptive_weighting: bool = True
     """Choose the dense weight per question (``app.retrieval.policy``: readability, identifiers,
@@ -262,18 +312,8 @@ class GenerationSettings(_Section, frozen=True):
     retry_backoff_s: Annotated[float, Meta(ge=0.0, le=60.0)] = 0.5
     """Base of the exponential backoff between retries (a retry-after header wins)."""
 
-    extractive_sentences: Annotated[int, Meta(ge=1, le=20)] = 4
-    """Sentences the extractive answerer quotes."""
-
-
-class PromptSettings(_Section, frozen=True):
-    directory: str | None = None
-    """Folder of versioned prompt templates; a relative path is taken from the working directory.
-    Unset: ``KB_PROMPTS_DIR``, else the templates installed with the package, else the source
-    tree's ``prompts/`` (``app.resources``)."""
-
-    version: str = "v1"
-    """Active template version."""
+    extractive_sentences: Annotated[int, Meta(ge=1, le=20)] = 5
+    """Most sentences the extractive answerer quotes (it also stops at about 60 words)."""
 
 
 class ServerSettings(_Section, frozen=True):
@@ -308,6 +348,9 @@ class Secrets(msgspec.Struct, frozen=True, kw_only=True):
             k: ("***" if getattr(self, k) and "key" in k else getattr(self, k))
             for k in self.__struct_fields__
         }
+        if self.redis_url:
+            # redis://user:password@host: the password is a secret, the host is not.
+            shown["redis_url"] = re.sub(r"//[^@/]*@", "//***@", self.redis_url)
         return f"Secrets({shown})"
 
 
@@ -327,6 +370,11 @@ class Settings(_Section, frozen=True):
     generation: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
     prompts: PromptSettings = msgspec.field(default_factory=PromptSettings)
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    state: StateSettings = msgspec.field(default_factory=StateSettings)
+    access: AccessSettings = msgspec.field(default_factory=AccessSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    answers: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
+    observability: ObservabilitySettings = msgspec.field(default_factory=ObservabilitySettings)
     secrets: Secrets = msgspec.field(default_factory=Secrets)
 
     @property
