@@ -17,13 +17,16 @@ nothing has yet, which is what an app factory may call.
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 
-__all__ = ["configure_logging", "ensure_logging", "logging_configured"]
+__all__ = ["add_trace_id", "configure_logging", "ensure_logging", "logging_configured", "mask_secrets"]
 
 _HANDLER_NAME = "kb-structured"
 # The service's own loggers: structlog's are named ``kb.*``; stdlib ones would be module names.
@@ -55,10 +58,80 @@ def _drop_formatting_leftovers(
     return event_dict
 
 
+# API keys (``kb_<id>_<secret>``, ``app.access.hashing``): the id stays, it names the key in
+# listings; the secret goes. Any other bearer token goes whole. Fields that hold credentials go.
+_API_KEY = re.compile(r"\b(kb_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?!kb_[0-9a-f]{12}_\*{3})[^\s\"',;]+")
+_CREDENTIAL_FIELDS = {"authorization", "proxy-authorization", "x-api-key", "x_api_key", "api_key", "apikey"}
+_MASK = "***"
+# E-mail addresses: the mailbox goes, the domain stays (it says which organisation, not who).
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})\b")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        masked = _BEARER.sub(rf"\g<1>{_MASK}", _API_KEY.sub(rf"\g<1>{_MASK}", value))
+        return _EMAIL.sub(rf"{_MASK}@\g<1>", masked)
+    if isinstance(value, dict):
+        return {
+            k: _MASK if isinstance(k, str) and k.lower() in _CREDENTIAL_FIELDS else _masked(v)
+            for k, v in value.items()
+        }
+    if type(value) in (list, tuple):
+        return type(value)(_masked(item) for item in value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Rendered as its repr anyway (a headers object, an exception): masked if that holds a secret.
+    shown = repr(value)
+    hidden = _masked(shown)
+    return value if hidden == shown else hidden
+
+
+def mask_secrets(
+    _logger: Any, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Processor: API keys, bearer tokens and credential fields never reach a log line, and
+    e-mail addresses reach it without their mailbox (``***@example.com``).
+
+    ``exc_info`` is left to the renderer (it needs the exception itself); a traceback rendered
+    as text (JSON lines) is masked like any other string.
+    """
+    return {k: v if k == "exc_info" else _masked(v) for k, v in event_dict.items()}
+
+
+def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
+    """structlog's choice, without the values of local variables: they may hold credentials."""
+    if structlog.dev.default_exception_formatter is structlog.dev.rich_traceback:
+        return structlog.dev.RichTracebackFormatter(show_locals=False)
+    return structlog.dev.default_exception_formatter
+
+
+def _masked_traceback(formatter: structlog.typing.ExceptionRenderer) -> structlog.typing.ExceptionRenderer:
+    def render(out: TextIO, exc_info: structlog.typing.ExcInfo) -> None:
+        text = io.StringIO()
+        formatter(text, exc_info)
+        out.write(_masked(text.getvalue()))
+
+    return render
+
+
+def add_trace_id(
+    _logger: Any, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Processor: the OpenTelemetry trace id of the span current where the line is written (a
+    request's server span, when tracing is on), so that a request's lines and its trace join on
+    it. Read from the context, like the request id, so code that logs need not pass it."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+    return event_dict
+
+
 def _shared_processors() -> list[structlog.types.Processor]:
     """What every line gets, whether it came from structlog or from stdlib ``logging``."""
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -88,9 +161,17 @@ def configure_logging(*, json_lines: bool, level: int = logging.INFO) -> None:
     if json_lines:
         renderer = structlog.processors.JSONRenderer()
         # JSON has no room for a multi-line traceback: it becomes the "exception" string.
-        finish: list[structlog.types.Processor] = [structlog.processors.format_exc_info, renderer]
+        finish: list[structlog.types.Processor] = [
+            structlog.processors.format_exc_info,
+            mask_secrets,
+            renderer,
+        ]
     else:
-        finish = [structlog.dev.ConsoleRenderer(colors=False)]  # renders tracebacks itself
+        # The renderer formats tracebacks itself: masked once they are text.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=_masked_traceback(_console_tracebacks())
+        )
+        finish = [mask_secrets, renderer]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder(), _drop_formatting_leftovers],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],

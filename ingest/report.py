@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from app.store import SHARED_TENANT
+
 __all__ = ["FailedFile", "IngestReport"]
 
 
@@ -13,6 +15,8 @@ class FailedFile(msgspec.Struct, frozen=True):
 
 
 class IngestReport(msgspec.Struct, kw_only=True):
+    tenant: str = ""
+    """The tenant the documents were ingested for (``*``: shared with every tenant)."""
     files_seen: int = 0
     new: int = 0
     changed: int = 0
@@ -34,6 +38,9 @@ class IngestReport(msgspec.Struct, kw_only=True):
     documents written before sources were recorded)."""
     unrecorded: int = 0
     """Stored documents, outside this run's sources, written before sources were recorded."""
+    claimed: int = 0
+    """Stored chunks written before tenants were recorded, assigned to the default tenant
+    (``ingest.tenant``) by this run."""
     dry_run: bool = False
     interrupted: bool = False
     plan: list[dict[str, str]] = msgspec.field(default_factory=list)
@@ -54,6 +61,14 @@ class IngestReport(msgspec.Struct, kw_only=True):
             f"chunks {verb} {self.chunks_written} in {self.seconds:.1f} s "
             f"({self.chunks_per_second:.1f} chunks/s)",
         ]
+        if self.tenant:
+            whose = "shared with every tenant" if self.tenant == SHARED_TENANT else f"of tenant {self.tenant}"
+            lines.append(f"documents {whose}")
+        if self.claimed:
+            lines.append(
+                f"assigned {self.claimed} stored chunk(s) written before tenants were recorded to the "
+                "default tenant (ingest.tenant)"
+            )
         if self.unsupported:
             lines.append(
                 f"skipped {len(self.unsupported)} unsupported: "

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 import msgspec
 
+from app.answers import bump_index_version
 from app.config import load_settings
 from app.embedding import SentenceTransformerEmbedder
 from app.errors import KBError
-from app.store import open_store
+from app.observability import TRACER_NAME, tracer_provider_from_environment
+from app.store import SHARED_TENANT, open_store, valid_tenant
+from ingest.items import Shard
 from ingest.progress import progress_for
 from ingest.runner import Ingestor
 
 __all__ = ["ingest_command"]
+
+
+def _parse_shard(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("ingest")
@@ -43,7 +56,22 @@ __all__ = ["ingest_command"]
 @click.option(
     "--exclude", multiple=True, help="Glob of files to exclude (repeatable; added to the configured list)."
 )
+@click.option(
+    "--tenant",
+    help="Tenant (team or organisation) whose documents these are: only its keys retrieve them "
+    "(default: ingest.tenant). The same path of two tenants is two documents.",
+)
+@click.option(
+    "--shared", is_flag=True, help="These documents are shared with every tenant (instead of --tenant)."
+)
 @click.option("--collection", help="Collection to write to (default: store.collection).")
+@click.option(
+    "--shard",
+    metavar="K/N",
+    callback=_parse_shard,
+    help="Ingest (and with --prune, prune) only part K of N of the documents, split by tenant and "
+    "path: N runs with 0/N .. N-1/N share the work against one store, with no coordinator.",
+)
 def ingest_command(
     paths: tuple[Path, ...],
     source: str | None,
@@ -54,16 +82,24 @@ def ingest_command(
     quiet: bool,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
+    tenant: str | None,
+    shared: bool,
     collection: str | None,
+    shard: Shard | None,
 ) -> None:
     """Load, chunk, embed and store the documents under PATHS (files or folders).
 
-    Each folder is a named source: its documents are shown as NAME/path/inside/the/folder.
+    Each folder is a named source: its documents are shown as NAME/path/inside/the/folder. They
+    belong to one tenant (--tenant, by default ingest.tenant), or to all (--shared).
     """
+    if shared and tenant is not None:
+        raise click.UsageError("give --tenant or --shared, not both")
     overrides: dict[str, dict[str, object]] = {}
     if collection:
         overrides["store"] = {"collection": collection}
     try:
+        if tenant is not None:
+            valid_tenant(tenant)  # before the model loads: a typo costs nothing
         settings = load_settings(overrides=overrides)
         ingest_settings = settings.ingest
         if include or exclude:
@@ -75,6 +111,8 @@ def ingest_command(
         store = open_store(settings)
     except KBError as exc:
         raise click.ClickException(exc.message) from None
+    # Spans of the run go where the OTEL_* variables say (docs/operations.md); none without them.
+    tracing = tracer_provider_from_environment(os.environ)
     try:
         embedder = SentenceTransformerEmbedder(settings.embedding)
         ingestor = Ingestor(
@@ -83,12 +121,29 @@ def ingest_command(
             chunking=settings.chunking,
             ingest=ingest_settings,
             progress=progress_for(quiet=quiet or as_json),
+            tracer=tracing.get_tracer(TRACER_NAME) if tracing is not None else None,
         )
-        report = ingestor.ingest_paths(list(paths), prune=prune, dry_run=dry_run, source=source, adopt=adopt)
+        report = ingestor.ingest_paths(
+            list(paths),
+            prune=prune,
+            dry_run=dry_run,
+            source=source,
+            adopt=adopt,
+            tenant=SHARED_TENANT if shared else tenant,
+            shard=shard,
+        )
     except KBError as exc:
         raise click.ClickException(exc.message) from None
     finally:
         store.close()
+        if tracing is not None:
+            tracing.shutdown()  # exports what is still batched
+    changed = (report.new, report.changed, report.pruned, report.repaired, report.adopted, report.claimed)
+    if not dry_run and (report.chunks_written or any(changed)):
+        try:  # no cached answer made from the documents before this run is served again
+            bump_index_version(settings)
+        except KBError as exc:
+            click.echo(f"warning: cached answers may be served until they expire: {exc.message}", err=True)
     if as_json:
         sys.stdout.write(report.to_json().decode() + "\n")
     else:

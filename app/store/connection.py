@@ -3,9 +3,11 @@
 ``kb serve`` may start while ``kb ingest`` holds the embedded store, or before a Qdrant server
 answers. The service still starts (liveness is about the process), and the store is opened by the
 first request that needs it (an ``/ask`` as much as a readiness probe), with the same check as at
-start-up: a collection filled by another embedding model is refused, never served. Until the store
-opens, each call raises the domain error that says why, which retrieval reports as its ``error``
-status.
+start-up: a collection filled by another embedding model is refused, never served, and chunks
+written before tenants were recorded are assigned to the install's default tenant
+(``QdrantStore.claim_untenanted``), so that an upgraded service answers from its store before the
+next ``kb ingest``. Until the store opens, each call raises the domain error that says why, which
+retrieval reports as its ``error`` status.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Callable
 import numpy as np
 from qdrant_client import models
 
-from app.errors import ModelMismatchError
+from app.errors import ModelMismatchError, StoreUnavailableError
 from app.records import SearchHit, SparseTerms
 from app.store.qdrant import QdrantStore
+from app.store.tenants import DEFAULT_TENANT
 
 __all__ = ["StoreConnection"]
 
@@ -30,8 +33,18 @@ class StoreConnection:
     the store is open and was filled by this model. Thread-safe: retrieval workers share it.
     """
 
-    def __init__(self, opener: Callable[[], QdrantStore], *, model_name: str, dimension: int) -> None:
+    def __init__(
+        self,
+        opener: Callable[[], QdrantStore],
+        *,
+        model_name: str,
+        dimension: int,
+        legacy_tenant: str = DEFAULT_TENANT,
+    ) -> None:
+        """``legacy_tenant`` (``ingest.tenant``) is the tenant that chunks written before tenants
+        were recorded are assigned to."""
         self._opener = opener
+        self._legacy_tenant = legacy_tenant
         self._model_name = model_name
         self._dimension = dimension
         self._current: QdrantStore | None = None
@@ -49,7 +62,8 @@ class StoreConnection:
 
     def connect(self) -> QdrantStore:
         """The open, checked store. Raises ``StoreLockedError`` or ``StoreUnavailableError``
-        while it cannot be opened, ``ModelMismatchError`` when another model filled it."""
+        while it cannot be opened or its untenanted chunks cannot be claimed (a read-only key:
+        the next call tries again), ``ModelMismatchError`` when another model filled it."""
         store = self._current
         if store is not None and self._checked:
             return store
@@ -66,6 +80,14 @@ class StoreConnection:
                     self._current = None
                     store.close()
                     raise
+                try:
+                    store.claim_untenanted(self._legacy_tenant)
+                except Exception as exc:
+                    raise StoreUnavailableError(
+                        f"chunks written before tenants were recorded could not be looked for, or "
+                        f"assigned to tenant {self._legacy_tenant!r}, at {store.location}: {exc}. If "
+                        "the store answers otherwise, run `kb ingest` once with write access to it."
+                    ) from exc
                 self._checked = True
             return store
 
@@ -90,8 +112,8 @@ class StoreConnection:
             dense=dense, sparse=sparse, limit=limit, query_filter=query_filter, with_sparse=with_sparse
         )
 
-    def sample_sparse(self, limit: int) -> list[SparseTerms]:
-        return self.connect().sample_sparse(limit)
+    def sample_sparse(self, limit: int, *, query_filter: models.Filter | None = None) -> list[SparseTerms]:
+        return self.connect().sample_sparse(limit, query_filter=query_filter)
 
     def close(self) -> None:
         with self._lock:

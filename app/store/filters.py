@@ -1,7 +1,9 @@
 """Request filters as Qdrant conditions, and the path prefixes they match against.
 
 Filters name documents the way responses show them: by their path (``sources[].source`` of an
-answer, e.g. ``docs/ingestion.md``), whose first part is the named source (``docs``).
+answer, e.g. ``docs/ingestion.md``), whose first part is the named source (``docs``). They only
+ever narrow the caller's tenant condition (``app.store.tenants``): every condition is a ``must``
+beside it, so no filter reaches another tenant's documents, whatever paths it names.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 from qdrant_client import models
+
+from app.store.tenants import tenant_condition
 
 __all__ = [
     "MAX_FILTER_PATH_CHARS",
@@ -78,11 +82,12 @@ def normalise_prefix(prefix: str) -> str:
     return cleaned.removeprefix("./").rstrip("/")
 
 
-def filter_for(filters: RetrievalFilters | None) -> models.Filter | None:
-    """A Qdrant filter for the optional request filters."""
+def filter_for(filters: RetrievalFilters | None, *, tenant: str) -> models.Filter:
+    """The Qdrant filter of a search by a caller of ``tenant``: its tenant's and the shared
+    documents, narrowed by the optional request filters (all conditions must hold)."""
+    must: list[models.Condition] = [tenant_condition(tenant)]
     if filters is None:
-        return None
-    must: list[models.Condition] = []
+        return models.Filter(must=must)
     if filters.sources is not None:
         paths = sorted({normalise_prefix(path) for path in filters.sources})
         must.append(models.FieldCondition(key="source", match=models.MatchAny(any=paths)))
@@ -92,4 +97,4 @@ def filter_for(filters: RetrievalFilters | None) -> models.Filter | None:
                 key="path_prefixes", match=models.MatchValue(value=normalise_prefix(filters.source_prefix))
             )
         )
-    return models.Filter(must=must) if must else None
+    return models.Filter(must=must)

@@ -1,8 +1,10 @@
-"""Qdrant adapter: one collection per knowledge base, dense + sparse vectors per chunk.
+"""The store: one collection per knowledge base, dense + sparse vectors per chunk.
 
-The same code runs on the embedded store (``QdrantClient(path=...)``, the default) and on a
-Qdrant server or cluster (``QDRANT_URL``). The collection's metadata records the embedding model
-and dimension that filled it; opening it with another model is refused.
+The same code runs on every engine (``app.store.protocol.StoreClient``): Qdrant Edge in-process
+(the default, ``app.store.edge``), a Qdrant server or cluster (``QDRANT_URL``), or qdrant-client's
+local mode (``store.engine = "local"``); ``app.store.opening`` picks one. The collection's metadata records the embedding model
+and dimension that filled it; opening it with another model is refused. Every write names the
+tenant it writes for, and touches that tenant's chunks only (``app.store.tenants``).
 """
 
 from __future__ import annotations
@@ -14,20 +16,28 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
-from app.errors import ModelMismatchError, StoreLockedError, StoreUnavailableError
+from app.errors import ModelMismatchError, StoreUnavailableError
 from app.records import ChunkRecord, SearchHit, SparseTerms
-from app.settings import Settings
+from app.store.edge import EdgeClient
 from app.store.filters import path_prefixes
+from app.store.protocol import StoreClient
+from app.store.tenants import TENANT_FIELD, owned_by, untenanted
 
-__all__ = ["DENSE", "SPARSE", "DocumentState", "QdrantStore", "open_store"]
+__all__ = ["DENSE", "SPARSE", "DocumentState", "QdrantStore"]
 
 DENSE = "dense"
 SPARSE = "lexical"
 _STATE_FIELDS = ["doc_id", "doc_hash", "chunk_count", "source", "source_name", "source_root"]
-# Keyword indexes a server builds for the payload fields that filters and deletes match on.
-_INDEXED_FIELDS = ("doc_id", "source", "path_prefixes")
+# Keyword indexes a server builds for the payload fields that filters and deletes match on; the
+# tenant's is the multitenancy one (points of a tenant stored together, Qdrant 1.11+).
+_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
+    "doc_id": models.PayloadSchemaType.KEYWORD,
+    "source": models.PayloadSchemaType.KEYWORD,
+    "path_prefixes": models.PayloadSchemaType.KEYWORD,
+    TENANT_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+}
 # Document ids per re-binding request: one filter condition each, kept to a modest size.
 _SET_SOURCE_BATCH = 512
 
@@ -54,57 +64,25 @@ class DocumentState:
         return any(h != doc_hash for h in self.points)
 
 
-def open_store(settings: Settings) -> QdrantStore:
-    """Open the configured store: a server when QDRANT_URL is set, else the embedded one."""
-    secrets = settings.secrets
-    if secrets.qdrant_url:
-        try:
-            client = QdrantClient(
-                url=secrets.qdrant_url,
-                api_key=secrets.qdrant_api_key,
-                timeout=int(max(1, round(settings.store.timeout_s))),
-                # The version probe is a blocking request inside the constructor: with the server
-                # down it stalls start-up. Reachability is what /health/ready reports instead.
-                check_compatibility=False,
-            )
-        except Exception as exc:
-            raise StoreUnavailableError(f"cannot connect to Qdrant at {secrets.qdrant_url}: {exc}") from exc
-        return QdrantStore(
-            client,
-            settings.store.collection,
-            upsert_batch_size=settings.store.upsert_batch_size,
-            location=secrets.qdrant_url,
-        )
-    path = settings.qdrant_path
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        client = QdrantClient(path=str(path))
-    except RuntimeError as exc:
-        if "already accessed" in str(exc):
-            raise StoreLockedError(
-                f"the embedded store at {path} is in use by another process (a running `kb serve`, "
-                "or another `kb ingest`). Stop that process and run again, or run a Qdrant server "
-                "and point both at it with QDRANT_URL."
-            ) from None
-        raise StoreUnavailableError(f"cannot open the embedded store at {path}: {exc}") from exc
-    return QdrantStore(
-        client,
-        settings.store.collection,
-        upsert_batch_size=settings.store.upsert_batch_size,
-        location=str(path),
-    )
-
-
 class QdrantStore:
     """Chunk storage and search on one Qdrant collection."""
 
     def __init__(
-        self, client: QdrantClient, collection: str, *, upsert_batch_size: int = 256, location: str = ""
+        self,
+        client: StoreClient,
+        collection: str,
+        *,
+        upsert_batch_size: int = 256,
+        location: str = "",
+        hnsw_ef: int | None = None,
     ) -> None:
+        """``hnsw_ef`` is the HNSW beam of searches (``store.hnsw_ef``); None leaves it to the
+        engine. Exact (unindexed) segments ignore it."""
         self.client = client
         self.collection = collection
         self.location = location or collection
         self._upsert_batch_size = upsert_batch_size
+        self._params = models.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None else None
 
     # -- collection lifecycle -------------------------------------------------------------
 
@@ -121,7 +99,7 @@ class QdrantStore:
         """
         if self.exists():
             self.check_model(model_name=model_name, dimension=dimension)
-            self._ensure_indexes()
+            self.ensure_indexes()
             return
         self.client.create_collection(
             self.collection,
@@ -129,9 +107,9 @@ class QdrantStore:
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata={"embedding_model": model_name, "dimension": dimension, "lexical": lexical_version},
         )
-        self._ensure_indexes()
+        self.ensure_indexes()
 
-    def _ensure_indexes(self) -> None:
+    def ensure_indexes(self) -> None:
         """Create the payload indexes that are missing (a collection made by an older version
         lacks the newer ones; creating an existing index changes nothing)."""
         info = self.client.get_collection(self.collection)
@@ -139,9 +117,9 @@ class QdrantStore:
         with warnings.catch_warnings():
             # The embedded store ignores payload indexes and warns so; a server builds them.
             warnings.simplefilter("ignore", UserWarning)
-            for name in _INDEXED_FIELDS:
+            for name, schema in _INDEXES.items():
                 if name not in present:
-                    self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
+                    self.client.create_payload_index(self.collection, field_name=name, field_schema=schema)
 
     def check_model(self, *, model_name: str, dimension: int) -> None:
         """Raise ``ModelMismatchError`` unless the collection was filled by this model."""
@@ -169,6 +147,13 @@ class QdrantStore:
             return 0
         return int(self.client.count(self.collection, exact=True).count)
 
+    def optimize(self) -> bool:
+        """Build the HNSW index where the engine leaves it to us (Edge); whether anything
+        changed. A server indexes in the background by itself; local mode has no index."""
+        if isinstance(self.client, EdgeClient) and self.exists():
+            return self.client.optimize(self.collection)
+        return False
+
     def close(self) -> None:
         # Closing a broken connection must not mask the real error.
         with contextlib.suppress(Exception):
@@ -177,8 +162,14 @@ class QdrantStore:
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(
-        self, records: Sequence[ChunkRecord], dense: np.ndarray, sparse: Sequence[SparseTerms]
+        self,
+        records: Sequence[ChunkRecord],
+        dense: np.ndarray,
+        sparse: Sequence[SparseTerms],
+        *,
+        tenant: str,
     ) -> None:
+        """Write chunks of ``tenant``'s documents (their point ids already say whose they are)."""
         if not (len(records) == len(dense) == len(sparse)):
             raise ValueError("records, dense and sparse vectors must have the same length")
         step = self._upsert_batch_size
@@ -190,7 +181,7 @@ class QdrantStore:
                         DENSE: vector.tolist(),
                         SPARSE: models.SparseVector(indices=terms.indices, values=terms.values),
                     },
-                    payload=_payload(record),
+                    payload=_payload(record, tenant),
                 )
                 for record, vector, terms in zip(
                     records[start : start + step],
@@ -201,10 +192,11 @@ class QdrantStore:
             ]
             self.client.upsert(self.collection, points=points, wait=True)
 
-    def delete_document(self, doc_id: str, *, keep_hash: str | None = None) -> None:
-        """Delete a document's points, or only those whose hash is not ``keep_hash``."""
+    def delete_document(self, doc_id: str, *, tenant: str, keep_hash: str | None = None) -> None:
+        """Delete a document of ``tenant``: its points, or only those whose hash is not ``keep_hash``."""
         must: list[models.Condition] = [
-            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))
+            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
+            owned_by(tenant),
         ]
         must_not: list[models.Condition] = []
         if keep_hash is not None:
@@ -215,9 +207,10 @@ class QdrantStore:
             wait=True,
         )
 
-    def set_source(self, doc_ids: Sequence[str], *, name: str, root: str) -> None:
-        """Record on every chunk of these documents that they belong to source ``name`` of folder
-        ``root`` (a folder that moved, or documents written before sources were recorded)."""
+    def set_source(self, doc_ids: Sequence[str], *, name: str, root: str, tenant: str) -> None:
+        """Record on every chunk of these documents of ``tenant`` that they belong to source
+        ``name`` of folder ``root`` (a folder that moved, or documents written before sources
+        were recorded)."""
         for start in range(0, len(doc_ids), _SET_SOURCE_BATCH):
             batch = list(doc_ids[start : start + _SET_SOURCE_BATCH])
             self.client.set_payload(
@@ -225,23 +218,55 @@ class QdrantStore:
                 payload={"source_name": name, "source_root": root},
                 points=models.FilterSelector(
                     filter=models.Filter(
-                        must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=batch))]
+                        must=[
+                            models.FieldCondition(key="doc_id", match=models.MatchAny(any=batch)),
+                            owned_by(tenant),
+                        ]
                     )
                 ),
                 wait=True,
             )
 
+    def claim_untenanted(self, tenant: str) -> int:
+        """Assign the chunks written before tenants were recorded to ``tenant``; how many there
+        were. Idempotent, and one count request once none are left."""
+        if not self.exists():
+            return 0
+        legacy = models.Filter(must=[untenanted()])
+        found = int(self.client.count(self.collection, count_filter=legacy, exact=True).count)
+        if found:
+            self.client.set_payload(
+                self.collection,
+                payload={TENANT_FIELD: tenant},
+                points=models.FilterSelector(filter=legacy),
+                wait=True,
+            )
+        return found
+
     # -- reads ----------------------------------------------------------------------------
 
-    def document_states(self) -> dict[str, DocumentState]:
-        """Every document in the collection with its point counts per content hash."""
+    def document_states(self, *, tenant: str, include_untenanted: bool = False) -> dict[str, DocumentState]:
+        """Every document of ``tenant`` (not the shared ones, unless ``tenant`` is the shared
+        tenant) with its point counts per content hash, by document id. With
+        ``include_untenanted``, chunks that carry no tenant yet count as ``tenant``'s (a dry run
+        over a store not claimed yet, see ``claim_untenanted``)."""
         states: dict[str, DocumentState] = {}
         if not self.exists():
             return states
+        whose: models.Filter = (
+            models.Filter(should=[owned_by(tenant), untenanted()])
+            if include_untenanted
+            else models.Filter(must=[owned_by(tenant)])
+        )
         offset = None
         while True:
             points, offset = self.client.scroll(
-                self.collection, limit=1024, offset=offset, with_payload=_STATE_FIELDS, with_vectors=False
+                self.collection,
+                scroll_filter=whose,
+                limit=1024,
+                offset=offset,
+                with_payload=_STATE_FIELDS,
+                with_vectors=False,
             )
             for point in points:
                 payload = point.payload or {}
@@ -277,6 +302,7 @@ class QdrantStore:
                     using=DENSE,
                     limit=limit,
                     filter=query_filter,
+                    params=self._params,
                     with_payload=True,
                     with_vector=[DENSE, SPARSE] if with_sparse else [DENSE],
                 )
@@ -300,15 +326,20 @@ class QdrantStore:
         lexical_hits = results.pop(0) if results else []
         return dense_hits, lexical_hits
 
-    def sample_sparse(self, limit: int) -> list[SparseTerms]:
-        """The sparse vectors of up to ``limit`` points (no payloads), for corpus statistics.
+    def sample_sparse(self, limit: int, *, query_filter: models.Filter | None = None) -> list[SparseTerms]:
+        """The sparse vectors of up to ``limit`` points (no payloads) that pass ``query_filter``
+        (a tenant's and the shared ones), for corpus statistics.
 
         Point ids are hashes, so the first ``limit`` in id order are an unbiased sample.
         """
         if not self.exists():
             return []
         points, _ = self.client.scroll(
-            self.collection, limit=limit, with_payload=False, with_vectors=[SPARSE]
+            self.collection,
+            scroll_filter=query_filter,
+            limit=limit,
+            with_payload=False,
+            with_vectors=[SPARSE],
         )
         return [terms for point in points if (terms := _sparse(point.vector)) is not None]
 
@@ -331,9 +362,12 @@ def _hit(point: models.ScoredPoint) -> SearchHit:
     )
 
 
-def _payload(record: ChunkRecord) -> dict[str, object]:
+def _payload(record: ChunkRecord, tenant: str) -> dict[str, object]:
     payload: dict[str, object] = msgspec.to_builtins(record)
     # Every ancestor of the source path, so "everything under docs/guide" is an exact keyword
     # match (indexable on a server) instead of a substring scan. Not part of ChunkRecord.
     payload["path_prefixes"] = path_prefixes(record.source)
+    # Whose chunk it is: what every query filters on. Not part of ChunkRecord either: a reader
+    # only ever sees chunks of tenants it may see.
+    payload[TENANT_FIELD] = tenant
     return payload

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.retrieval.bm25 import LexicalEncoder
-from app.store import QdrantStore, RetrievalFilters, filter_for
+from app.store import DEFAULT_TENANT, QdrantStore, RetrievalFilters, filter_for
 from ingest.runner import Ingestor
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def found(store: QdrantStore, embedder, filters: RetrievalFilters | None) -> set
         dense=embedder.embed([QUESTION])[0],
         sparse=LexicalEncoder().encode_query(QUESTION),
         limit=50,
-        query_filter=filter_for(filters),
+        query_filter=filter_for(filters, tenant=DEFAULT_TENANT),
     )
     return {hit.record.source for hit in dense + lexical}
 

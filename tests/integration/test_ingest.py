@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from app.cli import cli
 from app.errors import ModelMismatchError
 from app.settings import Settings
-from app.store import QdrantStore
+from app.store import DEFAULT_TENANT, DocumentState, QdrantStore
 from ingest.loaders import load_document
 from ingest.runner import IngestItem, Ingestor, doc_id_for
 
@@ -28,13 +28,21 @@ def corpus(tmp_path: Path) -> Path:
     return target
 
 
+def states_of(store: QdrantStore) -> dict[str, DocumentState]:
+    return store.document_states(tenant=DEFAULT_TENANT)
+
+
+def doc_id(source: str) -> str:
+    return doc_id_for(source, tenant=DEFAULT_TENANT)
+
+
 def make_ingestor(store: QdrantStore, embedder, settings: Settings) -> Ingestor:
     return Ingestor(store, embedder, chunking=settings.chunking, ingest=settings.ingest)
 
 
 def assert_consistent(store: QdrantStore) -> None:
     """Every document has exactly one complete version: no stale, no duplicate, no missing chunk."""
-    for _doc_id, state in store.document_states().items():
+    for _doc_id, state in states_of(store).items():
         assert len(state.points) == 1, f"{state.source} has several versions: {state.points}"
         (doc_hash,) = state.points
         assert state.is_complete(doc_hash), f"{state.source} is incomplete"
@@ -48,7 +56,7 @@ def test_mixed_folder_ingests_good_files_and_reports_the_corrupt_pdf(
     assert [f.path for f in report.failed] == ["kb-docs/broken.pdf"]
     assert report.failed[0].reason
     assert report.new == 4
-    sources = {state.source for state in store.document_states().values()}
+    sources = {state.source for state in states_of(store).values()}
     assert sources == {"kb-docs/guide.md", "kb-docs/notes.txt", "kb-docs/page.html", "kb-docs/manual.pdf"}
     assert report.chunks_written == store.count() > 0
     assert_consistent(store)
@@ -64,6 +72,7 @@ def test_payload_carries_what_retrieval_and_citations_need(corpus: Path, store, 
     assert any(len(payload["heading_path"]) >= 3 for payload in guide)
     for field in ("doc_id", "chunk_index", "text", "doc_hash", "text_hash", "ingested_at"):
         assert all(field in p.payload for p in points)
+    assert all(p.payload["tenant"] == DEFAULT_TENANT for p in points)  # ingest.tenant by default
 
 
 def test_second_run_reports_unchanged_and_computes_no_embeddings(
@@ -90,8 +99,8 @@ def test_editing_one_file_re_embeds_only_that_file_and_leaves_no_stale_chunk(
     report = ingestor.ingest_paths([corpus])
 
     assert report.changed == 1 and report.unchanged == 3
-    states = store.document_states()
-    notes_state = states[doc_id_for("kb-docs/notes.txt")]
+    states = states_of(store)
+    notes_state = states[doc_id("kb-docs/notes.txt")]
     assert report.embeddings_computed == sum(notes_state.points.values())
     assert_consistent(store)
     points, _ = store.client.scroll(store.collection, limit=1000, with_payload=True)
@@ -106,11 +115,11 @@ def test_prune_removes_documents_whose_file_is_gone(corpus: Path, store, embedde
 
     without_prune = ingestor.ingest_paths([corpus])
     assert without_prune.pruned == 0
-    assert doc_id_for("kb-docs/page.html") in store.document_states()
+    assert doc_id("kb-docs/page.html") in states_of(store)
 
     pruned = ingestor.ingest_paths([corpus], prune=True)
     assert pruned.pruned == 1
-    assert doc_id_for("kb-docs/page.html") not in store.document_states()
+    assert doc_id("kb-docs/page.html") not in states_of(store)
     assert_consistent(store)
 
 
@@ -124,7 +133,7 @@ def test_prune_leaves_documents_of_other_roots_alone(
     ingestor.ingest_paths([corpus, other])
     report = ingestor.ingest_paths([corpus], prune=True)
     assert report.pruned == 0
-    assert doc_id_for("other/faq.md") in store.document_states()
+    assert doc_id("other/faq.md") in states_of(store)
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(corpus: Path, store, embedder, settings) -> None:
@@ -156,15 +165,16 @@ def test_interrupted_version_change_is_completed_without_duplicates(
         source_root=str(corpus.resolve()),
     )
     new_hash_records = ingestor._records(  # what the next run would write for the new version
-        item.load(), item, doc_id_for("kb-docs/guide.md"), "partial-version"
+        item.load(), item, doc_id("kb-docs/guide.md"), "partial-version"
     )
     partial = new_hash_records[:1]
     store.upsert(
         partial,
         embedder.embed([r.embedding_text() for r in partial]),
         [ingestor.lexical.encode_document(r.text) for r in partial],
+        tenant=DEFAULT_TENANT,
     )
-    assert len(store.document_states()[doc_id_for("kb-docs/guide.md")].points) == 2
+    assert len(states_of(store)[doc_id("kb-docs/guide.md")].points) == 2
 
     report = ingestor.ingest_paths([corpus])
 
@@ -224,4 +234,4 @@ def test_oversized_file_is_reported_and_the_rest_ingested(corpus: Path, store, e
     failed = {f.path: f.reason for f in report.failed}
     assert "larger than ingest.max_file_bytes" in failed["kb-docs/huge.txt"]
     assert (corpus / "notes.txt").stat().st_size < 1024
-    assert doc_id_for("kb-docs/notes.txt") in store.document_states()
+    assert doc_id("kb-docs/notes.txt") in states_of(store)

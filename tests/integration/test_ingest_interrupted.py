@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from app.store import open_store
+from app.store import DEFAULT_TENANT, open_store
 from ingest.report import IngestReport
 from ingest.runner import Ingestor
 
@@ -72,7 +72,7 @@ def finish_and_check(corpus: Path, settings, embedder) -> IngestReport:
         assert report.unchanged > 0, "the killed run should have finished some documents"
         assert report.new + report.changed > 0, "the kill should have left work for this run"
         assert report.unchanged + report.new + report.changed == 40
-        states = store.document_states()
+        states = store.document_states(tenant=DEFAULT_TENANT)
         assert len(states) == 40
         for state in states.values():
             assert len(state.points) == 1, f"{state.source}: {state.points}"

@@ -14,7 +14,7 @@ from qdrant_client import models
 
 from app.cli import cli
 from app.settings import Settings
-from app.store import QdrantStore
+from app.store import DEFAULT_TENANT, QdrantStore
 from ingest.runner import Ingestor
 from ingest.sources import SourceError
 
@@ -58,7 +58,8 @@ def ingestor(store: QdrantStore, embedder, settings: Settings) -> Ingestor:
 def stored(store: QdrantStore) -> dict[str, tuple[str | None, str | None, dict[str, int]]]:
     """Document path → (source name, folder, points per content hash)."""
     return {
-        s.source: (s.source_name, s.source_root, dict(s.points)) for s in store.document_states().values()
+        s.source: (s.source_name, s.source_root, dict(s.points))
+        for s in store.document_states(tenant=DEFAULT_TENANT).values()
     }
 
 

@@ -174,7 +174,7 @@ class SampledStore:
     def __init__(self, *, broken: bool = False) -> None:
         self.broken = broken
 
-    def sample_sparse(self, limit: int) -> list[SparseTerms]:
+    def sample_sparse(self, limit: int, *, query_filter: object = None) -> list[SparseTerms]:
         if self.broken:
             raise TimeoutError("sampling timed out")
         encoder = LexicalEncoder()

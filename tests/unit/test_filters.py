@@ -1,4 +1,5 @@
-"""Request filters: decoded strictly, and turned into store conditions on what users see."""
+"""Request filters: decoded strictly, and turned into store conditions on what users see, always
+within the caller's tenant."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import msgspec
 import pytest
 from qdrant_client import models
 
-from app.store import MAX_FILTER_SOURCES, RetrievalFilters, filter_for
+from app.store import (
+    MAX_FILTER_SOURCES,
+    SHARED_TENANT,
+    RetrievalFilters,
+    TenantError,
+    filter_for,
+    valid_tenant,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -17,24 +25,50 @@ def decode(body: bytes) -> RetrievalFilters:
     return msgspec.json.decode(body, type=RetrievalFilters)
 
 
+TENANT = models.FieldCondition(key="tenant", match=models.MatchAny(any=["acme", SHARED_TENANT]))
+
+
 def test_sources_match_document_paths_exactly_in_normal_form() -> None:
     filters = decode(b'{"sources": ["docs/ingestion.md", "./docs/asking.md", "docs\\\\ingestion.md"]}')
 
-    (condition,) = filter_for(filters).must
+    _, condition = filter_for(filters, tenant="acme").must
 
     assert condition.key == "source"
     assert condition.match == models.MatchAny(any=["docs/asking.md", "docs/ingestion.md"])
 
 
 def test_sources_and_a_prefix_must_both_hold() -> None:
-    built = filter_for(RetrievalFilters(sources=["docs/a.md"], source_prefix="docs/"))
-    assert [c.key for c in built.must] == ["source", "path_prefixes"]
-    assert built.must[1].match == models.MatchValue(value="docs")
+    built = filter_for(RetrievalFilters(sources=["docs/a.md"], source_prefix="docs/"), tenant="acme")
+    assert [c.key for c in built.must] == ["tenant", "source", "path_prefixes"]
+    assert built.must[2].match == models.MatchValue(value="docs")
 
 
-def test_no_filters_is_no_condition() -> None:
-    assert filter_for(None) is None
-    assert filter_for(RetrievalFilters()) is None
+def test_without_filters_a_search_sees_its_tenants_and_the_shared_documents() -> None:
+    assert filter_for(None, tenant="acme") == models.Filter(must=[TENANT])
+    assert filter_for(RetrievalFilters(), tenant="acme") == models.Filter(must=[TENANT])
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        None,
+        RetrievalFilters(sources=["beta/secret.md"]),
+        RetrievalFilters(source_prefix="beta"),
+        RetrievalFilters(sources=["beta/secret.md", "acme/a.md"], source_prefix="beta"),
+    ],
+)
+def test_request_filters_only_narrow_the_tenant_condition(filters: RetrievalFilters | None) -> None:
+    built = filter_for(filters, tenant="acme")
+
+    # Every condition must hold, the tenant's first; nothing is an alternative to it.
+    assert built.must[0] == TENANT
+    assert built.should is None and built.must_not is None and built.min_should is None
+    assert all(isinstance(c, models.FieldCondition) and c.key != "tenant" for c in built.must[1:])
+
+
+def test_a_caller_of_the_shared_tenant_sees_only_the_shared_documents() -> None:
+    (condition,) = filter_for(None, tenant=SHARED_TENANT).must
+    assert condition.match == models.MatchAny(any=[SHARED_TENANT])
 
 
 @pytest.mark.parametrize(
@@ -60,3 +94,17 @@ def test_the_number_of_paths_is_bounded() -> None:
     assert decode(msgspec.json.encode({"sources": paths})).sources == paths
     with pytest.raises(msgspec.ValidationError, match=f"length <= {MAX_FILTER_SOURCES}"):
         decode(msgspec.json.encode({"sources": [*paths, "docs/one-more.md"]}))
+
+
+@pytest.mark.parametrize("name", ["default", "acme", "team-a.eu_1", "A" * 64])
+def test_a_tenant_name_is_what_a_keys_tenant_may_be(name: str) -> None:
+    assert valid_tenant(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", " acme", "acme/docs", "a b", "-acme", "A" * 65, "acme\n", SHARED_TENANT]
+)
+def test_other_tenant_names_are_refused_with_the_reason(name: str) -> None:
+    with pytest.raises(TenantError) as refused:
+        valid_tenant(name)
+    assert ("--shared" if name == SHARED_TENANT else "letters, digits") in refused.value.message

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store import DocumentState
+from app.store import DEFAULT_TENANT, DocumentState
 from ingest.discovery import discover
 from ingest.runner import doc_id_for
 from ingest.sources import Root, SourceError, check_sources, resolve_roots, valid_source_name
@@ -26,9 +26,13 @@ def docs(tmp_path: Path) -> Path:
     return folder
 
 
+def doc_id(source: str) -> str:
+    return doc_id_for(source, tenant=DEFAULT_TENANT)
+
+
 def stored(source: str, name: str | None, root: str | None) -> tuple[str, DocumentState]:
     """One stored document as ``document_states()`` reports it (None: written by an older kb)."""
-    return doc_id_for(source), DocumentState(source=source, source_name=name, source_root=root)
+    return doc_id(source), DocumentState(source=source, source_name=name, source_root=root)
 
 
 # --------------------------------------------------------------------------- naming
@@ -192,7 +196,7 @@ def test_adopt_rebinds_every_stored_document_of_the_name(docs: Path) -> None:
     (adoption,) = plan.adoptions
     assert adoption.name == "docs" and adoption.folder == docs
     assert adoption.previous == ["/old/docs"]
-    assert sorted(adoption.doc_ids) == sorted([doc_id_for("docs/index.md"), doc_id_for("docs/gone.md")])
+    assert sorted(adoption.doc_ids) == sorted([doc_id("docs/index.md"), doc_id("docs/gone.md")])
 
 
 def test_documents_of_an_older_kb_under_the_name_are_not_claimed_silently(docs: Path) -> None:

@@ -1,0 +1,119 @@
+"""Which engine a store runs on, and opening it: a server by ``QDRANT_URL``, else the embedded one.
+
+The embedded engine is Qdrant Edge in ``<data_dir>/store`` (``store.engine = "edge"``, the
+default) or qdrant-client's local mode in ``<data_dir>/qdrant`` (``"local"``, what kb used
+before). A store that local mode filled is not read by Edge: opening Edge while only the old
+store holds the collection is refused with what to do (``kb store migrate``, or re-ingest),
+rather than answering every question from an empty store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qdrant_client import QdrantClient
+
+from app.errors import StoreLockedError, StoreUnavailableError
+from app.settings import Settings
+from app.store.edge import EdgeClient, EdgeIndexing
+from app.store.qdrant import QdrantStore
+
+__all__ = ["LegacyStoreError", "edge_path", "legacy_collection", "open_local_store", "open_store"]
+
+
+class LegacyStoreError(StoreUnavailableError):
+    """The collection is only in a store that qdrant-client's local mode wrote."""
+
+    code = "legacy_store"
+
+
+def edge_path(settings: Settings) -> Path:
+    """Folder of the embedded Qdrant Edge store."""
+    return settings.data_path / "store"
+
+
+def legacy_collection(settings: Settings) -> Path | None:
+    """The local-mode folder of the configured collection, when one exists."""
+    folder = settings.qdrant_path / "collection" / settings.store.collection
+    return folder if folder.is_dir() else None
+
+
+def open_store(settings: Settings) -> QdrantStore:
+    """Open the configured store: a server when QDRANT_URL is set, else the embedded engine.
+
+    Raises ``StoreLockedError`` at once when another process holds the embedded store, and
+    ``LegacyStoreError`` when the collection is only in a local-mode store.
+    """
+    secrets = settings.secrets
+    store = settings.store
+    if secrets.qdrant_url:
+        try:
+            client = QdrantClient(
+                url=secrets.qdrant_url,
+                api_key=secrets.qdrant_api_key,
+                timeout=int(max(1, round(store.timeout_s))),
+                # The version probe is a blocking request inside the constructor: with the server
+                # down it stalls start-up. Reachability is what /health/ready reports instead.
+                check_compatibility=False,
+            )
+        except Exception as exc:
+            raise StoreUnavailableError(f"cannot connect to Qdrant at {secrets.qdrant_url}: {exc}") from exc
+        return QdrantStore(
+            client,
+            store.collection,
+            upsert_batch_size=store.upsert_batch_size,
+            location=secrets.qdrant_url,
+            hnsw_ef=store.hnsw_ef,
+        )
+    if store.engine == "local":
+        return open_local_store(settings)
+    root = edge_path(settings)
+    edge = EdgeClient(
+        root,
+        indexing=EdgeIndexing(
+            exact_search_points=store.exact_search_points,
+            hnsw_ef=store.hnsw_ef,
+            hnsw_m=store.hnsw_m,
+            hnsw_ef_construct=store.hnsw_ef_construct,
+        ),
+    )
+    legacy = legacy_collection(settings)
+    if legacy is not None and not edge.collection_exists(store.collection):
+        edge.close()
+        raise LegacyStoreError(
+            f"collection {store.collection!r} is in a store written by an earlier kb (qdrant-client "
+            f"local mode, {settings.qdrant_path}), which the embedded engine (Qdrant Edge, {root}) "
+            "does not read. Run `kb store migrate` to copy its chunks to Qdrant Edge (no "
+            f"re-embedding), or move {settings.qdrant_path} away and run `kb ingest` again, or keep "
+            'the old engine with store.engine = "local" (KB_STORE__ENGINE=local).'
+        )
+    return QdrantStore(
+        edge,
+        store.collection,
+        upsert_batch_size=store.upsert_batch_size,
+        location=str(root),
+        hnsw_ef=store.hnsw_ef,
+    )
+
+
+def open_local_store(settings: Settings) -> QdrantStore:
+    """The store of qdrant-client's local mode (``store.engine = "local"``, and the source of
+    ``kb store migrate``)."""
+    path = settings.qdrant_path
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StoreLockedError(
+                f"the embedded store at {path} is in use by another process (a running `kb serve`, "
+                "or another `kb ingest`). Stop that process and run again, or run a Qdrant server "
+                "and point both at it with QDRANT_URL."
+            ) from None
+        raise StoreUnavailableError(f"cannot open the embedded store at {path}: {exc}") from exc
+    return QdrantStore(
+        client,
+        settings.store.collection,
+        upsert_batch_size=settings.store.upsert_batch_size,
+        location=str(path),
+    )
