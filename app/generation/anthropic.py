@@ -149,13 +149,13 @@ class AnthropicProvider(ModelProvider):
         ]
         return await self._client.messages.create(
             model=s.model,
-            max_tokens=s.max_tokens,
+            max_tokens=prompt.parameters.output_tokens(s.max_tokens),  # the version's, if lower
             system=prompt.system if prompt.system else anthropic.omit,
             messages=messages,
             stream=True,
             # SDK 1.x dropped ``temperature`` from the typed signature; the API still takes it
             # and ``extra_body`` puts it into the request JSON unchanged.
-            extra_body={"temperature": s.temperature},
+            extra_body={"temperature": prompt.parameters.temperature_or(s.temperature)},
         )
 
     def _classify(self, exc: Exception) -> Failure:

@@ -277,8 +277,8 @@ class OpenAIProvider(ModelProvider):
             "model": self.model,
             "messages": messages,
             # ``max_tokens``, not OpenAI's newer ``max_completion_tokens``: every server takes it.
-            "max_tokens": s.max_tokens,
-            "temperature": s.temperature,
+            "max_tokens": prompt.parameters.output_tokens(s.max_tokens),  # the version's, if lower
+            "temperature": prompt.parameters.temperature_or(s.temperature),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
