@@ -51,7 +51,8 @@ def serve_command(host: str | None, port: int | None, workers: int | None, check
         click.echo(
             f"kb serve: listening on {server.host}:{server.port}; loading the model, then answering "
             f"on {url} (Ctrl-C stops)\n"
-            f"  ask from another terminal: {_kb_command()} ask --url {url} {EXAMPLE_QUESTION!r}",
+            f"  ask from another terminal: {_kb_command()} ask --url {url} {EXAMPLE_QUESTION!r}\n"
+            f"  access: {settings.access.summary}",
             err=True,
         )
         # One structured format for this process's own lines (uvicorn's supervisor included);
@@ -59,7 +60,11 @@ def serve_command(host: str | None, port: int | None, workers: int | None, check
         from app.logs import configure_logging
 
         configure_logging(json_lines=settings.env == "production")
-        _run(listener, server.workers)
+        from app.observability import worker_metrics
+
+        # Several workers: Prometheus multiprocess mode, and the metrics port served from here.
+        with worker_metrics(settings.observability, workers=server.workers, environ=os.environ):
+            _run(listener, server.workers)
     finally:
         listener.close()
 
@@ -95,6 +100,7 @@ def _run(listener: socket.socket, workers: int) -> None:
         log_level="warning",
         log_config=None,  # uvicorn's records go through the structured root handler
         timeout_graceful_shutdown=5,
+        server_header=False,  # no banner naming the server software
     )
     server = uvicorn.Server(config)
     try:
