@@ -4,7 +4,8 @@ Three decisions follow from the same few signals, so they are made together, by 
 function (``profile_query``), and handed on as one record (``QueryProfile``):
 
 * the dense weight of weighted fusion (``app.retrieval.fusion``);
-* whether a lexical match alone makes a chunk relevant (the relevance floor, ``is_relevant``);
+* whether a lexical match alone makes a chunk relevant (the relevance floor, ``is_relevant``, which
+  otherwise judges the calibrated relevance of ``app.retrieval.calibration``);
 * whether the BM25 query is expanded with terms of the best dense hits (``app.retrieval.expansion``).
 
 The signals:
@@ -27,21 +28,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import msgspec
 
 from app.records import ScoredChunk
+from app.retrieval.calibration import JudgedChunk, relevance_of
 from app.settings import RetrievalSettings, RetrieverMode
 
 __all__ = [
+    "LEXICAL_ALONE_MIN_SHARE",
     "QueryProfile",
     "dense_weight_for",
     "dense_weight_for_length",
     "has_identifier",
     "is_relevant",
     "profile_query",
+    "relevant_candidates",
     "tokens_per_word",
 ]
+
+ChunkT = TypeVar("ChunkT", bound=ScoredChunk)
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _SAMPLE_WORDS = 40
@@ -188,13 +195,62 @@ def _weighting(
     return min(by_length, by_reading), unreadable, reason
 
 
-def is_relevant(chunk: ScoredChunk, *, floor: float, lexical_alone: bool) -> bool:
-    """The relevance floor: a dense cosine of at least ``floor``, or, where the profile lets a
-    lexical match count alone, a positive BM25 score. The one place relevance is decided: what
-    fails it never reaches ranking, and nothing left makes retrieval ``empty``."""
-    if chunk.dense_score is not None and chunk.dense_score >= floor:
+LEXICAL_ALONE_MIN_SHARE = 0.2
+"""Where a lexical match counts alone, the least share of the query's attainable BM25 score it
+must have (``app.retrieval.calibration.lexical_share``): a chunk that matches only a common word
+of the question is no evidence in any language. On this project's docs, whose code-heavy text
+the model reads as opaque, unanswerable questions ("How do I configure SSO with Okta?") reach
+shares up to about 0.15 through words like "configure"; answer chunks of answerable questions
+0.25 and more (``python bench/noanswer.py --show``). de-kb, ar-kb and es-kb, where the lexical
+side carries the answers, are the check that it loses none (docs/evaluation.md, "Calibration")."""
+
+
+def is_relevant(
+    chunk: ScoredChunk,
+    *,
+    floor: float,
+    lexical_alone: bool,
+    min_share: float = LEXICAL_ALONE_MIN_SHARE,
+) -> bool:
+    """The relevance floor: a calibrated relevance (``app.retrieval.calibration``) of at least
+    ``floor``, or, where the profile lets a lexical match count alone, a lexical share of at
+    least ``min_share`` (any positive BM25 score when the share is unknown: term statistics could
+    not be sampled). Lexical mode passes 0: there BM25 is the only evidence there is. The one
+    place relevance is decided: what fails it never reaches ranking, and nothing left makes
+    retrieval ``empty``."""
+    relevance = relevance_of(chunk)
+    if relevance is not None and relevance >= floor:
         return True
-    return lexical_alone and chunk.lexical_score is not None and chunk.lexical_score > 0.0
+    if not lexical_alone or chunk.lexical_score is None or chunk.lexical_score <= 0.0:
+        return False
+    share = chunk.lexical_share if isinstance(chunk, JudgedChunk) else None
+    return share is None or share >= min_share
+
+
+def relevant_candidates(
+    candidates: Sequence[ChunkT],
+    *,
+    floor: float,
+    companion_floor: float,
+    lexical_alone: bool,
+    min_share: float = LEXICAL_ALONE_MIN_SHARE,
+) -> list[ChunkT]:
+    """The relevant ones of a question's judged candidates, in their order; [] means ``empty``.
+
+    Two questions are asked. Is anything relevant: at least one candidate must pass
+    ``is_relevant`` at ``floor``, or the knowledge base has no answer. If so, which others come
+    along: every candidate that passes at ``companion_floor`` (lower). A single high floor for
+    both would drop the weaker relevant chunks of answerable questions and cost ranking quality
+    (tests/data/eval/en-kb: nDCG@10 0.872 with the floor at 0.2 or below, 0.842 at 0.7); a low
+    one for both would leave unrelated questions their best unrelated chunk."""
+    keep = [
+        c
+        for c in candidates
+        if is_relevant(c, floor=min(floor, companion_floor), lexical_alone=lexical_alone, min_share=min_share)
+    ]
+    if not any(is_relevant(c, floor=floor, lexical_alone=lexical_alone, min_share=min_share) for c in keep):
+        return []
+    return keep
 
 
 def has_identifier(text: str) -> bool:

@@ -7,10 +7,17 @@ the query policy (``app.retrieval.policy``) reads the question with its best den
 and decides the dense weight, whether a lexical match counts alone, and whether the BM25 query is
 expanded with terms of those hits (``app.retrieval.expansion``). Otherwise both searches go in one
 ``query_batch_points`` call and the policy reads the same texts after it. Fusion
-(``app.retrieval.fusion``) then combines the two with the policy's weight, and the relevance floor
-(``is_relevant``, the only one) drops what is no evidence. Rescoring the union with the sparse
+(``app.retrieval.fusion``) then combines the two with the policy's weight; each candidate gets its
+calibrated relevance (``app.retrieval.calibration``: the cosine and the share of the query's
+attainable BM25 score, the same scale for every question), and the relevance floor
+(``relevant_candidates``, the only one) drops what is no evidence. Rescoring the union with the sparse
 query (``prefetch``) would give dense-only hits their true BM25 instead of 0; it measured no
 better and tripled the embedded store's search time (docs/evaluation.md).
+
+Every search is a tenant's: the caller's tenant condition (``app.store.tenants``, its documents
+and the shared ones) is part of the store filter of the dense, the lexical and the expanded
+lexical search alike, and the term statistics expansion weighs terms by are sampled from that
+tenant's documents only. Request filters only narrow it.
 
 Retrieval never fails a request. Its outcome is a ``RetrievalResult`` whose status is ``ok``,
 ``empty`` (nothing relevant came back), ``timeout`` or ``error``; on anything but ``ok`` the
@@ -26,29 +33,48 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import msgspec
 import structlog
+from qdrant_client import models
 
 from app.embedding import Embedder
 from app.records import RetrievalStatus, ScoredChunk, SearchHit, SparseTerms
 from app.retrieval.bm25 import LexicalEncoder
-from app.retrieval.expansion import TermStatistics, expand_query
+from app.retrieval.calibration import RELEVANCE_MODEL, JudgedChunk, lexical_share, max_lexical_score
+from app.retrieval.expansion import DocumentFrequencies, TermStatistics, expand_query
 from app.retrieval.fusion import fuse, fusion_strategy
-from app.retrieval.policy import QueryProfile, is_relevant, profile_query
+from app.retrieval.policy import LEXICAL_ALONE_MIN_SHARE, QueryProfile, profile_query, relevant_candidates
 from app.settings import FusionName, RetrievalSettings, RetrieverMode
-from app.store import RetrievalFilters, SearchStore, filter_for
+from app.store import DEFAULT_TENANT, RetrievalFilters, SearchStore, filter_for
 
-__all__ = ["RetrievalResult", "Retriever", "RetrieverMode"]
+__all__ = ["Judged", "RetrievalResult", "Retriever", "RetrieverMode"]
 
 log = structlog.get_logger("kb.retrieval")
 
 _READ_HITS = 3
 """Best dense hits whose texts the policy reads with the question to judge readability."""
 
+_STATISTICS_TENANTS = 256
+"""Tenants whose term statistics are kept at once; beyond it the least recently used is dropped."""
+
 _Searched = tuple[list[ScoredChunk], dict[str, float]]
+
+
+class Judged(msgspec.Struct, kw_only=True):
+    """Fused candidates with their calibrated relevance, before the relevance floor."""
+
+    candidates: list[JudgedChunk]
+    lexical_alone: bool
+    """Whether the query policy lets a lexical match alone make a chunk relevant."""
+    min_share: float = LEXICAL_ALONE_MIN_SHARE
+    """The least lexical share such a match needs (0 in lexical mode: BM25 is all there is)."""
+    timings: dict[str, float]
 
 
 class RetrievalResult(msgspec.Struct, kw_only=True):
@@ -70,16 +96,13 @@ class Retriever:
         settings: RetrievalSettings,
         *,
         lexical: LexicalEncoder | None = None,
-        statistics: TermStatistics | None = None,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.lexical = lexical or LexicalEncoder()
-        self.statistics = statistics or TermStatistics(
-            sample_size=settings.statistics_sample, ttl_s=settings.statistics_ttl_s
-        )
+        self.statistics = _StatisticsByTenant(settings)
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-retrieval")
 
     async def retrieve(
@@ -90,16 +113,19 @@ class Retriever:
         limit: int | None = None,
         mode: RetrieverMode | None = None,
         fusion: FusionName | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> RetrievalResult:
-        """Candidates for ``question`` within the configured timeout. Never raises for store faults.
+        """Candidates for ``question`` among the documents of ``tenant`` (the caller's) and the
+        shared ones, within the configured timeout. Never raises for store faults.
 
         ``mode`` and ``fusion`` default to the settings' (``retrieval.mode``, ``retrieval.fusion``).
         """
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(
-            self._executor, functools.partial(self.search, question, filters, limit, mode=mode, fusion=fusion)
+        search = functools.partial(
+            self.search, question, filters, limit, mode=mode, fusion=fusion, tenant=tenant
         )
+        call = loop.run_in_executor(self._executor, search)
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 candidates, timings = await asyncio.shield(call)
@@ -130,11 +156,39 @@ class Retriever:
         *,
         mode: RetrieverMode | None = None,
         fusion: FusionName | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> _Searched:
-        """Blocking search: relevant fused candidates and per-step timings. Raises on store faults.
+        """Blocking search: relevant fused candidates of ``tenant``'s and the shared documents,
+        and per-step timings. Raises on store faults.
 
-        ``mode`` and ``fusion`` default to the settings' (``retrieval.mode``, ``retrieval.fusion``).
+        ``mode`` and ``fusion`` default to the settings' (``retrieval.mode``, ``retrieval.fusion``);
+        ``tenant`` to the single-team install's (``kb eval`` searches as it).
         """
+        judged = self.judge(question, filters, limit, mode=mode, fusion=fusion, tenant=tenant)
+        relevant: list[ScoredChunk] = list(
+            relevant_candidates(
+                judged.candidates,
+                floor=self.settings.relevance_floor,
+                companion_floor=self.settings.companion_floor,
+                lexical_alone=judged.lexical_alone,
+                min_share=judged.min_share,
+            )
+        )
+        return relevant, judged.timings
+
+    def judge(
+        self,
+        question: str,
+        filters: RetrievalFilters | None = None,
+        limit: int | None = None,
+        *,
+        mode: RetrieverMode | None = None,
+        fusion: FusionName | None = None,
+        tenant: str = DEFAULT_TENANT,
+    ) -> Judged:
+        """Blocking: every fused candidate with its calibrated relevance, before the relevance
+        floor, and whether the query policy lets a lexical match count alone. ``search`` is this
+        with the floor applied; calibration (``bench/noanswer.py``) sweeps the floor over it."""
         if self.store is None:
             raise ConnectionError("vector store is not open")
         s = self.settings
@@ -148,10 +202,10 @@ class Retriever:
         index_terms = len(sparse) if sparse is not None else 0  # before any expansion
         t1 = time.perf_counter()
         timings["embed"] = (t1 - t0) * 1000
-        query_filter = filter_for(filters)
+        query_filter = filter_for(filters, tenant=tenant)
         if not self.store.exists():
             timings["search"] = (time.perf_counter() - t1) * 1000
-            return [], timings
+            return Judged(candidates=[], lexical_alone=False, timings=timings)
         if mode == "hybrid" and s.expansion_terms > 0:
             dense_hits, _ = self.store.search(
                 dense=query_vector, sparse=None, limit=limit, query_filter=query_filter, with_sparse=True
@@ -159,7 +213,7 @@ class Retriever:
             t_expand = time.perf_counter()
             profile = self._profile(question, index_terms, dense_hits, mode)
             if profile.expand and sparse is not None:
-                sparse = self.expand(sparse, dense_hits)
+                sparse = self.expand(sparse, dense_hits, tenant=tenant)
             t_lexical = time.perf_counter()
             timings["expand"] = (t_lexical - t_expand) * 1000
             _, lexical_hits = self.store.search(
@@ -185,9 +239,52 @@ class Retriever:
             # the ranking stage's MMR works with.
             limit=limit,
         )
+        judged = self._calibrate(fused, sparse, tenant=tenant)
         timings["fuse"] = (time.perf_counter() - t2) * 1000
-        floor = s.relevance_floor
-        return [c for c in fused if is_relevant(c, floor=floor, lexical_alone=profile.lexical_alone)], timings
+        return Judged(
+            candidates=judged,
+            lexical_alone=profile.lexical_alone,
+            min_share=0.0 if mode == "lexical" else LEXICAL_ALONE_MIN_SHARE,
+            timings=timings,
+        )
+
+    def _calibrate(
+        self, fused: list[ScoredChunk], query: SparseTerms | None, *, tenant: str
+    ) -> list[JudgedChunk]:
+        """``fused`` with each chunk's lexical share and calibrated relevance."""
+        maximum = 0.0
+        if query is not None and len(query) and any(c.lexical_score is not None for c in fused):
+            frequencies = self._frequencies(tenant)
+            if frequencies is not None:
+                maximum = max_lexical_score(query, frequencies.idf, k1=self.lexical.k1)
+        judged: list[JudgedChunk] = []
+        for chunk in fused:
+            share = lexical_share(chunk.lexical_score, maximum)
+            judged.append(
+                JudgedChunk(
+                    record=chunk.record,
+                    score=chunk.score,
+                    dense_score=chunk.dense_score,
+                    lexical_score=chunk.lexical_score,
+                    vector=chunk.vector,
+                    lexical_share=share,
+                    relevance=RELEVANCE_MODEL.relevance(chunk.dense_score, share),
+                )
+            )
+        return judged
+
+    def _frequencies(self, tenant: str) -> DocumentFrequencies | None:
+        """The sampled document frequencies of the documents ``tenant`` may see; None (and one
+        warning) when they cannot be had: a store error costs expansion and the lexical
+        evidence of relevance, never the search."""
+        if self.store is None:
+            return None
+        try:
+            sample = _TenantSample(self.store, filter_for(None, tenant=tenant))
+            return self.statistics.of(tenant).get(sample)
+        except Exception as exc:  # statistics are an optimisation: search on without them
+            log.warning("term_statistics_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return None
 
     def _profile(
         self, question: str, index_terms: int, dense_hits: list[SearchHit], mode: RetrieverMode
@@ -202,8 +299,11 @@ class Retriever:
             mode=mode,
         )
 
-    def expand(self, query: SparseTerms, dense_hits: list[SearchHit]) -> SparseTerms:
-        """``query`` with the terms that weigh most in the confident dense hits added.
+    def expand(
+        self, query: SparseTerms, dense_hits: list[SearchHit], *, tenant: str = DEFAULT_TENANT
+    ) -> SparseTerms:
+        """``query`` with the terms that weigh most in the confident dense hits added, weighed by
+        the term statistics of the documents ``tenant`` may see.
 
         Whether a question is expanded at all is the query policy's decision (``QueryProfile``);
         this is the mechanics. Only dense hits with a cosine of at least ``expansion_min_cosine``
@@ -217,13 +317,9 @@ class Retriever:
             for hit in dense_hits[: s.expansion_docs]
             if hit.sparse is not None and hit.score >= s.expansion_min_cosine
         ]
-        if not feedback or self.store is None:
+        if not feedback:
             return query
-        try:
-            frequencies = self.statistics.get(self.store)
-        except Exception as exc:  # statistics are an optimisation: search on without them
-            log.warning("term_statistics_unavailable", error=f"{type(exc).__name__}: {exc}")
-            return query
+        frequencies = self._frequencies(tenant)
         if frequencies is None:
             return query
         return expand_query(query, feedback, frequencies, terms=s.expansion_terms, weight=s.expansion_weight)
@@ -237,6 +333,42 @@ class Retriever:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantSample:
+    """The store as ``TermStatistics`` samples it: only the points one tenant may see, so that no
+    other tenant's documents weigh in a query's expansion."""
+
+    store: SearchStore
+    query_filter: models.Filter
+
+    def sample_sparse(self, limit: int) -> list[SparseTerms]:
+        return self.store.sample_sparse(limit, query_filter=self.query_filter)
+
+
+class _StatisticsByTenant:
+    """One ``TermStatistics`` per tenant, the most recently used ``_STATISTICS_TENANTS`` of them.
+    Thread-safe: retrieval workers share it."""
+
+    def __init__(self, settings: RetrievalSettings) -> None:
+        self._settings = settings
+        self._by_tenant: OrderedDict[str, TermStatistics] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, tenant: str) -> TermStatistics:
+        with self._lock:
+            statistics = self._by_tenant.get(tenant)
+            if statistics is None:
+                statistics = TermStatistics(
+                    sample_size=self._settings.statistics_sample, ttl_s=self._settings.statistics_ttl_s
+                )
+                self._by_tenant[tenant] = statistics
+                if len(self._by_tenant) > _STATISTICS_TENANTS:
+                    self._by_tenant.popitem(last=False)
+            else:
+                self._by_tenant.move_to_end(tenant)
+            return statistics
 
 
 def _report_abandoned(call: asyncio.Future[_Searched]) -> None:

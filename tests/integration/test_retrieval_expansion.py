@@ -14,7 +14,7 @@ import pytest
 from app.retrieval import Retriever
 from app.retrieval.bm25 import LexicalEncoder
 from app.settings import Settings
-from app.store import QdrantStore
+from app.store import DEFAULT_TENANT, QdrantStore
 from tests.factories import chunk_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,7 +45,9 @@ def filled(store: QdrantStore, embedder) -> QdrantStore:
     ]
     texts = [r.embedding_text() for r in records]
     encoder = LexicalEncoder()
-    store.upsert(records, embedder.embed(texts), [encoder.encode_document(t) for t in texts])
+    store.upsert(
+        records, embedder.embed(texts), [encoder.encode_document(t) for t in texts], tenant=DEFAULT_TENANT
+    )
     return store
 
 
@@ -74,7 +76,7 @@ def test_the_best_dense_hit_lends_bm25_the_words_of_a_passage_the_question_does_
 
 
 def test_a_store_without_sparse_samples_still_answers(filled, embedder, settings, monkeypatch) -> None:
-    def broken(limit: int) -> list:
+    def broken(limit: int, **_: object) -> list:
         raise ConnectionError("scroll refused")
 
     monkeypatch.setattr(filled, "sample_sparse", broken)

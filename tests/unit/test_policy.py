@@ -8,7 +8,9 @@ import pytest
 
 from app.records import ScoredChunk
 from app.retrieval.bm25 import LexicalEncoder
+from app.retrieval.calibration import JudgedChunk
 from app.retrieval.policy import (
+    LEXICAL_ALONE_MIN_SHARE,
     QueryProfile,
     dense_weight_for,
     dense_weight_for_length,
@@ -164,22 +166,45 @@ def test_single_retriever_modes_have_nothing_to_weigh() -> None:
 FLOOR = SETTINGS.relevance_floor
 
 
-def scored(*, dense: float | None, lexical: float | None) -> ScoredChunk:
+def scored(*, relevance: float | None, lexical: float | None, share: float | None = None) -> ScoredChunk:
     record = chunk_record("p", text="text", title="T", source="kb/t.md")
-    return ScoredChunk(record=record, score=0.5, dense_score=dense, lexical_score=lexical)
+    if relevance is None:
+        return ScoredChunk(record=record, score=0.5, dense_score=0.1, lexical_score=lexical)
+    return JudgedChunk(
+        record=record,
+        score=0.5,
+        dense_score=0.1,
+        lexical_score=lexical,
+        relevance=relevance,
+        lexical_share=share,
+    )
 
 
-def test_a_cosine_at_the_floor_is_relevant_whatever_the_profile() -> None:
-    assert is_relevant(scored(dense=FLOOR, lexical=None), floor=FLOOR, lexical_alone=False)
-    assert not is_relevant(scored(dense=FLOOR - 0.01, lexical=None), floor=FLOOR, lexical_alone=True)
+def test_a_relevance_at_the_floor_is_relevant_whatever_the_profile() -> None:
+    assert is_relevant(scored(relevance=FLOOR, lexical=None), floor=FLOOR, lexical_alone=False)
+    assert not is_relevant(scored(relevance=FLOOR - 0.01, lexical=None), floor=FLOOR, lexical_alone=True)
+
+
+def test_the_fused_score_is_not_relevance() -> None:
+    # score 0.5 is what min-max fusion gives a middling candidate of any question
+    assert not is_relevant(scored(relevance=None, lexical=None), floor=0.0, lexical_alone=False)
 
 
 def test_a_lexical_match_below_the_floor_counts_only_where_the_profile_says_so() -> None:
-    weak_but_exact = scored(dense=0.05, lexical=3.2)
+    weak_but_exact = scored(relevance=0.05, lexical=3.2)
     assert is_relevant(weak_but_exact, floor=FLOOR, lexical_alone=True)
     assert not is_relevant(weak_but_exact, floor=FLOOR, lexical_alone=False)
-    assert not is_relevant(scored(dense=None, lexical=0.0), floor=FLOOR, lexical_alone=True)
-    assert not is_relevant(scored(dense=None, lexical=None), floor=FLOOR, lexical_alone=True)
+    assert not is_relevant(scored(relevance=0.05, lexical=0.0), floor=FLOOR, lexical_alone=True)
+    assert not is_relevant(scored(relevance=0.05, lexical=None), floor=FLOOR, lexical_alone=True)
+
+
+def test_a_lexical_match_alone_needs_a_share_of_what_the_query_could_score() -> None:
+    common_word_only = scored(relevance=0.05, lexical=0.4, share=LEXICAL_ALONE_MIN_SHARE - 0.01)
+    distinctive = scored(relevance=0.05, lexical=3.2, share=LEXICAL_ALONE_MIN_SHARE)
+    assert not is_relevant(common_word_only, floor=FLOOR, lexical_alone=True)
+    assert is_relevant(distinctive, floor=FLOOR, lexical_alone=True)
+    # lexical mode: BM25 is all there is, any match counts
+    assert is_relevant(common_word_only, floor=FLOOR, lexical_alone=True, min_share=0.0)
 
 
 # --- the building blocks ----------------------------------------------------------------------------
