@@ -30,7 +30,25 @@ def client_url(host: str, port: int) -> str:
 )
 @click.option("--top-k", type=int)
 @click.option("--source", "source_prefix", help="Only documents under this path prefix.")
-def ask_command(question: str, url: str | None, top_k: int | None, source_prefix: str | None) -> None:
+@click.option(
+    "--key",
+    envvar="KB_API_KEY",
+    help="API key sent as `Authorization: Bearer` (the local demo needs none).",
+    show_default="$KB_API_KEY",
+)
+@click.option(
+    "--conversation",
+    "conversation_id",
+    help="Ask a follow-up in this conversation (the id `kb ask` printed after an answer).",
+)
+def ask_command(
+    question: str,
+    url: str | None,
+    top_k: int | None,
+    source_prefix: str | None,
+    key: str | None,
+    conversation_id: str | None,
+) -> None:
     """Ask a running service; the answer streams to the terminal."""
     import httpx
 
@@ -43,12 +61,19 @@ def ask_command(question: str, url: str | None, top_k: int | None, source_prefix
         body["top_k"] = top_k
     if source_prefix:
         body["filters"] = {"source_prefix": source_prefix}
+    if conversation_id:
+        body["conversation_id"] = conversation_id
+    headers = {"Authorization": f"Bearer {key.strip()}"} if key and key.strip() else {}
     failed = False
     try:
-        for event in stream_answer(url, body):
+        for event in stream_answer(url, body, headers=headers):
             if event.event == "retrieval":
+                searched = event.data.get("question")
                 click.secho(
-                    f"retrieval: {event.data['status']} ({event.data['took_ms']:.0f} ms)", fg="cyan", err=True
+                    f"retrieval: {event.data['status']} ({event.data['took_ms']:.0f} ms)"
+                    + (f" for {searched!r}" if searched and searched != question else ""),
+                    fg="cyan",
+                    err=True,
                 )
                 for source in event.data["sources"]:
                     where = source["source"] + (f" p.{source['page']}" if source.get("page") else "")
@@ -61,10 +86,17 @@ def ask_command(question: str, url: str | None, top_k: int | None, source_prefix
                 click.echo()
                 click.secho(
                     f"cited {event.data['citations']} · {event.data['model']} · prompt {event.data['prompt_version']} · "
-                    f"{event.data['timings_ms'].get('total', 0):.0f} ms",
+                    f"{event.data['timings_ms'].get('total', 0):.0f} ms"
+                    + (" · cached" if event.data.get("cached") else ""),
                     fg="cyan",
                     err=True,
                 )
+                if event.data.get("conversation_id"):
+                    click.secho(
+                        f"follow up with: kb ask --conversation {event.data['conversation_id']} '…'",
+                        fg="cyan",
+                        err=True,
+                    )
             elif event.event == "error":
                 click.echo()
                 click.secho(

@@ -53,10 +53,11 @@ from app.evaluation.metrics import (
     summarize,
     token_f1,
 )
-from app.pipeline import AskRequest, DeltaEvent
+from app.pipeline import SYSTEM_CALLER, AskRequest, DeltaEvent
 from app.records import ScoredChunk
 from app.services import Services, build_services
 from app.settings import FusionName, RetrieverMode, Settings
+from app.store import edge_path
 from ingest.documents import LoadedDocument, Section
 from ingest.report import IngestReport
 from ingest.runner import IngestItem, Ingestor
@@ -135,8 +136,11 @@ def eval_settings(base: Settings, data_dir: Path, name: str) -> Settings:
         data_dir=str(data_dir),
         store=msgspec.structs.replace(base.store, collection=collection),
         generation=msgspec.structs.replace(base.generation, provider="extractive"),
-        # Never evaluate against (or write into) a shared server by accident.
-        secrets=msgspec.structs.replace(base.secrets, qdrant_url=None, qdrant_api_key=None),
+        # Never evaluate against (or write into) a shared server or shared state by accident.
+        secrets=msgspec.structs.replace(base.secrets, qdrant_url=None, qdrant_api_key=None, redis_url=None),
+        ingest=msgspec.structs.replace(base.ingest, tenant=SYSTEM_CALLER.tenant),
+        # Every question is answered afresh: a kept store (--keep-data) must not replay answers.
+        answers=msgspec.structs.replace(base.answers, answer_cache="off"),
     )
 
 
@@ -157,7 +161,7 @@ class EvalSession:
         self.settings = settings
         self.services: Services = build_services(settings, embedder=embedder)
         if self.services.store is None:
-            raise RuntimeError(f"the evaluation store at {settings.qdrant_path} could not be opened")
+            raise RuntimeError(f"the evaluation store at {edge_path(settings)} could not be opened")
         self.chunks = 0
 
     def __enter__(self) -> EvalSession:
@@ -203,7 +207,10 @@ class EvalSession:
         """Fused candidates, the chunks that would reach the prompt, and per-stage milliseconds."""
         candidates, timings = self.services.retriever.search(question, mode=mode, fusion=fusion)
         mark = time.perf_counter()
-        context = self.services.pipeline.select_context(candidates, top_k, context_tokens=context_tokens)
+        template = self.services.prompts.answer(self.services.settings.prompts.version)
+        context = self.services.pipeline.select_context(
+            candidates, top_k, template=template, context_tokens=context_tokens
+        )
         timings["rank"] = (time.perf_counter() - mark) * 1000
         timings.setdefault("expand", 0.0)  # modes that do not expand report it as free
         timings["total"] = sum(timings.get(stage, 0.0) for stage in STAGES[:-1])
@@ -285,11 +292,13 @@ class EvalSession:
         answers: list[str] = []
         for question in questions:
             try:
-                valid = pipeline.validate(AskRequest(question=question, stream=False))
+                prepared = await pipeline.prepare(
+                    AskRequest(question=question, stream=False), caller=SYSTEM_CALLER
+                )
             except KBError:
                 answers.append("")  # /ask would refuse it (too long): no answer, scored as such
                 continue
-            events = pipeline.run(valid, mode=mode, fusion=fusion)
+            events = pipeline.run(prepared, mode=mode, fusion=fusion)
             parts = [event.text async for event in events if isinstance(event, DeltaEvent)]
             answers.append("".join(parts))
         return answers

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.handlers import HTTPRouteHandler
@@ -18,6 +19,7 @@ from litestar.params import RawBody
 from litestar.response import Stream
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
+from app.access.limits import Limiter
 from app.http.body import decode_json_body
 from app.http.openapi import (
     error_response,
@@ -39,9 +41,12 @@ from app.pipeline import (
     SourceView,
     UsageView,
 )
-from app.records import RetrievalStatus
+from app.records import Caller, RetrievalStatus
 
-__all__ = ["AskAnswer", "ask", "ask_route"]
+__all__ = ["PROMPT_OVERRIDE_HEADER", "AskAnswer", "ask", "ask_route", "require_json"]
+
+PROMPT_OVERRIDE_HEADER = "X-KB-Prompt-Version"
+"""An admin key may name the prompt version that answers (``name@version`` or a version)."""
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -58,10 +63,14 @@ class AskAnswer(msgspec.Struct, kw_only=True):
     prompt_version: str | None
     request_id: str
     timings_ms: dict[str, float]
+    conversation_id: str | None = None
+    searched: str | None = None
+    """The question that was searched (a follow-up made standalone)."""
+    cached: bool = False
     error: ErrorEvent | None = None
 
 
-async def _require_json(request: Request[Any, Any, Any]) -> None:
+async def require_json(request: Request[Any, Any, Any]) -> None:
     """Refuse a body that is not declared as JSON, before it is read.
 
     Without this a form post or ``text/plain`` whose bytes happen to be JSON would be answered as
@@ -80,25 +89,44 @@ async def ask(
     request: Request[Any, Any, Any],
     pipeline: NamedDependency[AskPipeline],
     heartbeat_s: NamedDependency[float],
+    caller: NamedDependency[Caller],
+    limiter: NamedDependency[Limiter],
 ) -> Response[Any]:
+    # Every request counts against the endpoint's request limits, even one refused below (429).
+    request_limits = await limiter.count_request(caller, "ask")
     # Litestar reads the bytes (and refuses more than the router's limit with a 413); decoding
     # them is ours, so that it is strict and bounded (``app.http.body``).
     ask_request = decode_json_body(body, AskRequest)
-    valid = pipeline.validate(ask_request)  # domain errors become 4xx before any byte is streamed
+    # Domain errors become 4xx here, before any byte is streamed.
+    override = request.headers.get(PROMPT_OVERRIDE_HEADER) if caller.role == "admin" else None
+    prepared = await pipeline.prepare(ask_request, caller=caller, prompt_override=override)
+    # A spent token budget, or too many answers in progress: 429, still before any byte.
+    admission = await limiter.admit(caller, requests=request_limits)
     request_id = request_id_of(request.scope)
-    events = pipeline.run(valid, request_id=request_id)
+    events = pipeline.run(prepared, request_id=request_id, budget=admission.budget)
     if not ask_request.stream:
-        return Response(await _collect(events, request_id))
+        try:
+            answer = await _collect(events, request_id)
+        finally:
+            await admission.release()
+        return Response(answer, headers=admission.headers)
 
     async def encoded() -> AsyncIterator[bytes]:
         try:
             async for event in events:
                 yield encode_event(event)
         finally:
-            await events.aclose()
+            try:
+                await events.aclose()
+            finally:
+                await admission.release()  # the answer slot: ended, failed, or the client left
 
     return Stream(
-        with_heartbeats(encoded(), heartbeat_s), media_type="text/event-stream", headers=SSE_HEADERS
+        with_heartbeats(encoded(), heartbeat_s),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **admission.headers},
+        # A stream the client left before it started never runs ``encoded``'s clean-up.
+        background=BackgroundTask(admission.release),
     )
 
 
@@ -120,6 +148,13 @@ def ask_route(*, max_top_k: int, max_body_bytes: int) -> HTTPRouteHandler:
                 "The body is not a request: malformed JSON, nested too deep, a field of the wrong "
                 'type (no coercion: `"5"` is not an integer), a missing or an unknown field.'
             ),
+            401: error_response(
+                "No API key where one is required, or a key that is malformed, unknown, revoked or expired."
+            ),
+            403: error_response("A widget key from an origin it was not made for (or with no `Origin`)."),
+            404: error_response(
+                "`conversation_id` names no conversation of this key: never started, expired, or another key's."
+            ),
             413: error_response(f"The body is larger than {max_body_bytes} bytes."),
             415: error_response(
                 "The body is not declared as JSON (`application/json`, or another `+json` type)."
@@ -128,7 +163,16 @@ def ask_route(*, max_top_k: int, max_body_bytes: int) -> HTTPRouteHandler:
                 "The request is well-formed but cannot be answered as asked: a question of only whitespace, one "
                 f"over the token limit, `top_k` above {max_top_k}, an empty `filters.source_prefix`."
             ),
-            503: error_response("The store or the model provider is unavailable; retrying may help."),
+            429: error_response(
+                "A rate limit refused the request before anything was streamed: the request limit of "
+                "`/ask`, a spent token budget (of the key, its tenant or the model), or too many answers in "
+                "progress. `error.detail.limit` names it; `Retry-After` says when to retry, and the "
+                "`RateLimit-Policy` and `RateLimit` headers describe it (docs/limits.md)."
+            ),
+            503: error_response(
+                "The store or the model provider is unavailable, or the rate-limit storage is and the "
+                "configuration fails closed; retrying may help (`Retry-After`, when known)."
+            ),
         },
     )
     return post(
@@ -136,7 +180,7 @@ def ask_route(*, max_top_k: int, max_body_bytes: int) -> HTTPRouteHandler:
         summary="Answer a question from the knowledge base",
         description=_EVENTS,
         status_code=200,
-        before_request=_require_json,
+        before_request=require_json,
         operation_class=operation,
     )(ask)
 
@@ -166,6 +210,7 @@ async def _collect(events: AsyncIterator[Any], request_id: str) -> AskAnswer:
         if isinstance(event, RetrievalEvent):
             answer.retrieval_status = event.status
             answer.sources = event.sources
+            answer.searched = event.question
         elif isinstance(event, DeltaEvent):
             parts.append(event.text)
         elif isinstance(event, DoneEvent):
@@ -174,6 +219,8 @@ async def _collect(events: AsyncIterator[Any], request_id: str) -> AskAnswer:
             answer.model = event.model
             answer.prompt_version = event.prompt_version
             answer.timings_ms = event.timings_ms
+            answer.conversation_id = event.conversation_id
+            answer.cached = event.cached
         elif isinstance(event, ErrorEvent):
             answer.error = event
     answer.answer = "".join(parts)

@@ -15,20 +15,43 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import Operation
+from litestar import Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, Operation, SecurityRequirement, SecurityScheme
 
+from app.http.auth import ACCESS_OPT, API_KEY_HEADER
 from app.http.errors import ErrorBody
 from app.http.request_id import REQUEST_ID_DESCRIPTION, REQUEST_ID_HEADER
+from app.settings import AccessSettings
 
 __all__ = [
+    "SECURITY_SCHEMES",
     "MediaTypes",
     "error_response",
     "json_schema",
+    "openapi_config",
     "operation_documented_as",
     "response",
+    "security_requirements",
     "set_maximum",
     "sse_events_schema",
 ]
+
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "bearer": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        bearer_format="kb_<id>_<secret>",
+        description="An API key (`kb keys create`) as `Authorization: Bearer <key>`.",
+    ),
+    "apiKey": SecurityScheme(
+        type="apiKey",
+        name=API_KEY_HEADER,
+        security_scheme_in="header",
+        description=f"The same API key as `{API_KEY_HEADER}: <key>`.",
+    ),
+}
 
 MediaTypes = dict[str, dict[str, Any]]
 """Media type → JSON Schema of the body sent with it."""
@@ -126,3 +149,33 @@ def operation_documented_as(
             return schema
 
     return DocumentedOperation
+
+
+def security_requirements(access: AccessSettings) -> list[SecurityRequirement]:
+    """What a keyed route requires: either scheme; or nothing, where anonymous callers are let in."""
+    required: list[SecurityRequirement] = [{name: []} for name in SECURITY_SCHEMES]
+    return [*required, {}] if access.anonymous else required
+
+
+def openapi_config(access: AccessSettings) -> OpenAPIConfig:
+    """The documentation under ``/schema``, closed as ``access.diagnostics`` says.
+
+    Admin-only documentation is the JSON and YAML documents alone: the HTML pages load their
+    scripts from a CDN without integrity checks, and a browser opening a page sends no key.
+    """
+    public = access.diagnostics == "public"
+    return OpenAPIConfig(
+        title="Knowledge base",
+        version="0.1.0",
+        components=Components(security_schemes=dict(SECURITY_SCHEMES)),
+        # Litestar's default set (every HTML renderer besides the documents) where it is public.
+        render_plugins=() if public else (JsonRenderPlugin(), YamlRenderPlugin()),
+        openapi_router=Router(
+            "/schema",
+            route_handlers=[],
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+            opt={ACCESS_OPT: "diagnostics"},
+        ),
+    )

@@ -59,9 +59,10 @@ def settings_for(data_dir: Path, environ: Mapping[str, str] | None = None, **ove
     The environment is given explicitly, so nothing of the developer's shell (an API key, a
     QDRANT_URL) leaks into a test.
     """
-    return load_settings(
-        environ={"KB_DATA_DIR": str(data_dir), **(environ or {})}, overrides=overrides or None
-    )
+    # Rate limits have their own tests (test_limits_http.py); elsewhere one address asking
+    # dozens of questions would trip the demo's tight anonymous limit.
+    overrides.setdefault("limits", {"enabled": False})
+    return load_settings(environ={"KB_DATA_DIR": str(data_dir), **(environ or {})}, overrides=overrides)
 
 
 @pytest.fixture

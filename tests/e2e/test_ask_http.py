@@ -49,7 +49,7 @@ def test_a_question_streams_one_retrieval_then_deltas_then_one_done(client: http
     done = stream.one("done")
     assert {"citations", "usage", "model", "prompt_version", "request_id", "timings_ms"} <= done.keys()
     assert done["usage"]["input_tokens"] > 0 and done["usage"]["output_tokens"] > 0
-    assert done["model"] == "extractive-v1" and done["prompt_version"] == "v1"
+    assert done["model"] == "extractive-v1" and done["prompt_version"] == "answer@v1"
     assert done["request_id"] == response.headers["x-request-id"]
     assert done["timings_ms"]["total"] >= done["timings_ms"]["retrieve"]
     # The answer is grounded in the Linux section and cites only sources that were sent.

@@ -14,7 +14,10 @@ that the running app serves exactly that document.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,9 +33,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from app.access.testing import declared_key, with_keys
 from app.config import load_settings
+from app.embedding import SentenceTransformerEmbedder
 from app.http import create_app
-from tests.e2e.servers import LiveServer
+from tests.e2e.conftest import settings_for
+from tests.e2e.servers import LiveServer, live_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -68,8 +74,24 @@ schema = schemathesis.openapi.from_dict(
 )
 
 
-def test_the_running_app_serves_the_document_under_test(client: httpx.Client) -> None:
-    served = client.get("/schema/openapi.json")
+ADMIN_KEY, ADMIN_ENTRY = declared_key("contract", role="admin")
+"""Requests carry an admin key, so that the admin routes are exercised too (not only refused)."""
+
+
+@pytest.fixture(scope="module")
+def contract_server(
+    tmp_path_factory: pytest.TempPathFactory, ingested_store: Path, embedder: SentenceTransformerEmbedder
+) -> Iterator[LiveServer]:
+    """The app with the project's default settings plus one declared admin key."""
+    data_dir = tmp_path_factory.mktemp("contract") / "data"
+    shutil.copytree(ingested_store, data_dir)
+    settings = with_keys(settings_for(data_dir), ADMIN_ENTRY)
+    with live_server(create_app(settings, embedder=embedder)) as server:
+        yield server
+
+
+def test_the_running_app_serves_the_document_under_test(contract_server: LiveServer) -> None:
+    served = httpx.get(f"{contract_server.base_url}/schema/openapi.json", timeout=15)
 
     assert served.status_code == 200
     assert served.json() == DOCUMENT
@@ -83,5 +105,10 @@ def test_the_running_app_serves_the_document_under_test(client: httpx.Client) ->
     database=None,  # no replay of earlier failures: every run generates afresh
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
-def test_every_response_matches_the_document(case: schemathesis.Case, kb_server: LiveServer) -> None:
-    case.call_and_validate(base_url=kb_server.base_url, checks=CHECKS, timeout=30)
+def test_every_response_matches_the_document(case: schemathesis.Case, contract_server: LiveServer) -> None:
+    case.call_and_validate(
+        base_url=contract_server.base_url,
+        checks=CHECKS,
+        timeout=30,
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )

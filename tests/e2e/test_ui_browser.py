@@ -268,7 +268,7 @@ DONE = {
     "citations": [1],
     "usage": {"input_tokens": 1, "output_tokens": 1},
     "model": "m",
-    "prompt_version": "v1",
+    "prompt_version": "answer@v1",
     "request_id": "r",
     "timings_ms": {},
 }

@@ -117,23 +117,29 @@ def test_modes_and_fusions_are_passed_per_call_and_leave_the_services_settings_a
 
 def test_the_context_budget_is_a_call_parameter(english_session) -> None:
     candidates, _ = english_session.services.retriever.search("how do I rotate an API key", mode="hybrid")
-    select = english_session.services.pipeline.select_context
+    services = english_session.services
+    template = services.prompts.answer(english_session.settings.prompts.version)
 
-    unbounded = select(candidates, 10, context_tokens=200_000)
-    tight = select(candidates, 10, context_tokens=64)
+    def select(top_k: int, **budget: int) -> list:
+        return services.pipeline.select_context(candidates, top_k, template=template, **budget)
+
+    unbounded = select(10, context_tokens=200_000)
+    tight = select(10, context_tokens=64)
 
     assert len(tight) < len(unbounded)
-    assert select(candidates, 10) == select(
-        candidates, 10, context_tokens=english_session.settings.ranking.context_tokens
-    )
+    assert select(10) == select(10, context_tokens=english_session.settings.ranking.context_tokens)
 
 
 def test_evaluation_uses_a_throwaway_collection_and_the_offline_answerer(tmp_path: Path) -> None:
-    base = load_settings(environ={"QDRANT_URL": "http://qdrant.example:6333"})
+    base = load_settings(
+        environ={"QDRANT_URL": "http://qdrant.example:6333", "REDIS_URL": "redis://redis.example:6379/0"}
+    )
     settings = eval_settings(base, tmp_path, "msmarco")
     assert settings.store.collection == "eval-msmarco"
     assert settings.data_dir == str(tmp_path)
     assert settings.secrets.qdrant_url is None  # never a shared server
+    assert settings.secrets.redis_url is None  # nor shared state (conversations, cached answers)
+    assert settings.answers.answer_cache == "off"  # every question answered afresh
     assert settings.generation.provider == "extractive"
 
 
@@ -167,7 +173,7 @@ def test_kb_eval_json_on_a_beir_set_reports_the_promised_keys(tmp_path: Path) ->
     assert report["queries"] == 10
     assert report["fusion"] == "dbsf"
     assert set(report["latency_ms"]) == set(STAGES)
-    assert (tmp_path / "qdrant").is_dir()  # --keep-data kept the store
+    assert (tmp_path / "store").is_dir()  # --keep-data kept the store
 
 
 def test_a_question_set_reports_answer_recall_and_squad_scores(embedder, tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_the_installed_package_is_imported_with_its_own_configuration_and_prompt
     for path in where:
         assert Path(path).resolve().is_relative_to(venv), f"{path} is not inside {venv}"
     assert (Path(where[1]) / "test.toml").is_file()
-    assert (Path(where[2]) / "v1.toml").is_file()
+    assert (Path(where[2]) / "answer" / "v1.toml").is_file()
 
 
 def test_kb_ingest_and_kb_serve_work_from_an_empty_folder(
@@ -129,6 +129,9 @@ def test_kb_ingest_and_kb_serve_work_from_an_empty_folder(
 
     run(installed / "kb", "ingest", docs, "--quiet", cwd=work, env=user_env)
     assert (work / "data").is_dir()  # data_dir defaults to ./data, in the working folder
+    # Only the development configuration answers without a key: make one, as an operator would.
+    key = run(installed / "kb", "keys", "create", "--name", "smoke", "--role", "user", cwd=work, env=user_env)
+    headers = {"Authorization": f"Bearer {key.strip()}"}
 
     port = free_port()
     server = subprocess.Popen(
@@ -145,7 +148,7 @@ def test_kb_ingest_and_kb_serve_work_from_an_empty_folder(
         while True:
             assert server.poll() is None, f"kb serve exited: {server.communicate()[1]}"
             try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/health/ready", headers=headers, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -153,7 +156,10 @@ def test_kb_ingest_and_kb_serve_work_from_an_empty_folder(
             time.sleep(0.5)
 
         answer = httpx.post(
-            f"{base}/ask", json={"question": "How long are backups kept?", "stream": False}, timeout=60
+            f"{base}/ask",
+            json={"question": "How long are backups kept?", "stream": False},
+            headers=headers,
+            timeout=60,
         )
     finally:
         server.terminate()
@@ -163,6 +169,6 @@ def test_kb_ingest_and_kb_serve_work_from_an_empty_folder(
     body = answer.json()
     assert body["retrieval_status"] == "ok"
     assert any(source["source"].endswith("backups.md") for source in body["sources"])
-    assert body["prompt_version"] == "v1"  # the template shipped in the wheel
+    assert body["prompt_version"] == "answer@v1"  # the template shipped in the wheel
     assert body["model"].startswith("extractive")  # test.toml, shipped in the wheel
     assert "thirty" in body["answer"]
