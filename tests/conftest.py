@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +92,41 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url(db)
+
+
+@pytest.fixture
+def restartable(redis_server: RedisServer, redis_url: str) -> Iterator[RedisServer]:
+    """The session's Redis for a test that stops it: started again afterwards, whatever happened."""
+    try:
+        yield redis_server
+    finally:
+        redis_server.start()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never sends a byte (a hung server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in accepted:
+            connection.close()
+        listener.close()

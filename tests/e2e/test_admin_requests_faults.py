@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,6 @@ from tests.services.redis import RedisServer
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 ADMIN, ADMIN_ENTRY = declared_key("ops", role="admin")
-
-
-@pytest.fixture
-def restartable(redis_server: RedisServer, redis_url: str) -> Iterator[RedisServer]:
-    """The session's Redis, started again after the test whatever happened in it."""
-    try:
-        yield redis_server
-    finally:
-        redis_server.start()
 
 
 def wait_for(predicate: Any, give_up_s: float = 10.0) -> bool:

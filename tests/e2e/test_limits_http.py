@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,15 +94,6 @@ def storage(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "memory":
         return {}
     return {"REDIS_URL": request.getfixturevalue("redis_url")}
-
-
-@pytest.fixture
-def restartable(redis_server: RedisServer, redis_url: str) -> Iterator[RedisServer]:
-    """The session's Redis, started again after the test whatever happened in it."""
-    try:
-        yield redis_server
-    finally:
-        redis_server.start()
 
 
 def client_of(server: LiveServer, **kwargs: Any) -> httpx.Client:

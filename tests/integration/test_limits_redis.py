@@ -9,10 +9,8 @@ connections and never answers.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -52,44 +50,6 @@ async def two_instances(redis_url: str) -> AsyncIterator[tuple[Limiter, Limiter]
     finally:
         await first.aclose()
         await second.aclose()
-
-
-@pytest.fixture
-async def restartable(redis_server: RedisServer, redis_url: str) -> AsyncIterator[RedisServer]:
-    """The session's Redis, started again after the test whatever happened in it."""
-    try:
-        yield redis_server
-    finally:
-        redis_server.start()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A loopback port that accepts connections and never sends a byte."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for connection in accepted:
-            connection.close()
-        listener.close()
 
 
 # --------------------------------------------------------------------------- shared by instances
