@@ -8,7 +8,6 @@ would, which the running app must honour, and stop honouring once revoked, on th
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import structlog
 from click.testing import CliRunner
 
 from app.access.testing import bearer, declared_key
@@ -31,6 +29,7 @@ from app.settings import StaticKeySettings
 from tests.e2e.conftest import StartApp, settings_for
 from tests.e2e.servers import LiveServer, live_server
 from tests.e2e.sse import read_stream
+from tests.services.logging_state import logging_restored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -336,14 +335,9 @@ def test_a_widget_key_made_with_kb_keys_create_opens_cors_for_its_origin_within_
 @pytest.fixture
 def service_logging() -> Iterator[None]:
     """JSON lines at the service's level, as ``kb serve`` in production; put back afterwards."""
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level, logging.getLogger("kb").level, structlog.get_config()
-    configure_logging(json_lines=True)
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    logging.getLogger("kb").setLevel(saved[2])
-    structlog.configure(**saved[3])
+    with logging_restored():
+        configure_logging(json_lines=True)
+        yield
 
 
 def test_keys_never_appear_in_the_logs_of_requests_or_of_kb_keys(

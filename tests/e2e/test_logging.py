@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 
 from app.config import load_settings
 from app.http import create_app
 from app.logs import configure_logging
 from tests.e2e.conftest import StartApp
+from tests.services.logging_state import logging_restored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -23,14 +23,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 def production_logging() -> Iterator[None]:
     """JSON lines, configured once by the process, as ``kb serve`` does in production; the
     previous set-up is put back afterwards."""
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level, logging.getLogger("kb").level, structlog.get_config()
-    configure_logging(json_lines=True)
-    yield
-    root.handlers[:], _, _, _ = saved
-    root.setLevel(saved[1])
-    logging.getLogger("kb").setLevel(saved[2])
-    structlog.configure(**saved[3])
+    with logging_restored():
+        configure_logging(json_lines=True)
+        yield
 
 
 def test_every_line_written_for_a_request_is_json_and_carries_its_request_id(

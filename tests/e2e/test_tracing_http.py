@@ -4,7 +4,6 @@ in-memory exporter; the trace id in the response header and in every log line of
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,6 +22,7 @@ from app.logs import configure_logging
 from tests.e2e.conftest import _copy_of, settings_for
 from tests.e2e.servers import LiveServer, live_server
 from tests.e2e.sse import read_stream
+from tests.services.logging_state import logging_restored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -200,14 +199,9 @@ def test_a_refused_request_still_has_a_server_span_and_a_trace_id(
 
 @pytest.fixture
 def json_logs() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level, logging.getLogger("kb").level, structlog.get_config()
-    configure_logging(json_lines=True)
-    yield
-    root.handlers[:], _, _, _ = saved
-    root.setLevel(saved[1])
-    logging.getLogger("kb").setLevel(saved[2])
-    structlog.configure(**saved[3])
+    with logging_restored():
+        configure_logging(json_lines=True)
+        yield
 
 
 def test_every_log_line_of_a_request_carries_its_trace_id(

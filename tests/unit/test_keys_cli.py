@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
 from app.access import KeyRing
@@ -25,23 +23,16 @@ from app.config import load_settings
 from app.errors import AuthenticationError
 from app.settings import AccessSettings, StaticKeySettings
 from app.state import open_state_store
+from tests.services.logging_state import logging_restored
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
+def entry_point_logging_restored() -> Iterator[None]:
     """``kb keys`` configures logging as an entry point does; later tests get theirs back."""
-    root = logging.getLogger()
-    names = ("kb", "app", "ingest")
-    saved = list(root.handlers), root.level, {n: logging.getLogger(n).level for n in names}
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
-    structlog.configure(**config)
+    with logging_restored():
+        yield
 
 
 @pytest.fixture

@@ -9,19 +9,15 @@ import pytest
 import structlog
 
 from app.logs import configure_logging
+from tests.services.logging_state import logging_restored
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(autouse=True)
 def restored_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level, logging.getLogger("kb").level, structlog.get_config()
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    logging.getLogger("kb").setLevel(saved[2])
-    structlog.configure(**saved[3])
+    with logging_restored():
+        yield
 
 
 @pytest.mark.parametrize("json_lines", [True, False], ids=["json", "console"])
