@@ -13,6 +13,7 @@ import msgspec
 import numpy as np
 
 __all__ = [
+    "DEFAULT_TENANT",
     "Caller",
     "ChunkRecord",
     "RetrievalStatus",
@@ -32,6 +33,11 @@ Role = Literal["anonymous", "user", "widget", "admin"]
 """What a caller may do: ``user`` asks, ``widget`` asks from its configured origins only,
 ``admin`` also reaches the admin endpoints; ``anonymous`` is a caller without a key (allowed by
 the local demo configuration only)."""
+
+
+DEFAULT_TENANT = "default"
+"""The tenant of runs that name none (``kb eval``'s system caller): the default of
+``ingest.tenant`` and ``access.anonymous_tenant``, the tenant of a single-team install."""
 
 
 class Caller(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from app.access.hashing import hash_key, new_key
-from app.records import Role
+from app.records import DEFAULT_TENANT, Role
 from app.settings import Settings, StaticKeySettings
 
 __all__ = ["bearer", "declared_key", "with_keys"]
@@ -19,7 +19,7 @@ __all__ = ["bearer", "declared_key", "with_keys"]
 def declared_key(
     name: str = "test",
     *,
-    tenant: str = "default",
+    tenant: str = DEFAULT_TENANT,
     role: Role = "user",
     tier: str = "default",
     origins: tuple[str, ...] = (),

@@ -50,7 +50,7 @@ from app.pipeline.hooks import (
 from app.postprocess import extract_citations
 from app.prompting import Prompt, PromptTemplate, build_prompt, document_overhead
 from app.ranking import fit_to_budget, rank
-from app.records import Caller, RetrievalStatus, ScoredChunk
+from app.records import DEFAULT_TENANT, Caller, RetrievalStatus, ScoredChunk
 from app.retrieval import RetrievalFilters, Retriever, relevance_of
 from app.settings import FusionName, RankingSettings, RetrievalSettings, RetrieverMode
 from app.text.tokens import ClaudeTokenEstimate, TokenCounter
@@ -64,7 +64,7 @@ _SNIPPET_CHARS = 240
 # the way it renders a generated one.
 _REPLAY_CHARS = 64
 
-SYSTEM_CALLER = Caller(key_id=None, name="system", tenant="default", role="admin")
+SYSTEM_CALLER = Caller(key_id=None, name="system", tenant=DEFAULT_TENANT, role="admin")
 """The caller of runs that no client makes (``kb eval``)."""
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from app.records import DEFAULT_TENANT
 from app.settings.access import AccessSettings, StaticKeySettings, TenantName
 from app.settings.answers import AnswerSettings
 from app.settings.base import NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat, _Section
@@ -78,7 +79,7 @@ class IngestSettings(_Section, frozen=True):
     encode_batch_size: PositiveInt = 256
     """Chunks handed to the embedder per call (the model batches inside it)."""
 
-    tenant: TenantName = "default"
+    tenant: TenantName = DEFAULT_TENANT
     """The tenant documents are ingested for unless ``kb ingest --tenant`` or ``--shared`` says
     otherwise: the one tenant of a single-team install. Chunks written before tenants were
     recorded are assigned to it (docs/tenants.md)."""

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
+from app.records import DEFAULT_TENANT
 from app.settings.base import _Section
 
 __all__ = ["TENANT_PATTERN", "AccessSettings", "StaticKeySettings", "TenantName"]
@@ -54,7 +55,7 @@ class AccessSettings(_Section, frozen=True):
     limited per client address. Off by default (every endpoint but liveness needs a key); the
     development configuration (``config/development.toml``) turns it on for the local demo."""
 
-    anonymous_tenant: TenantName = "default"
+    anonymous_tenant: TenantName = DEFAULT_TENANT
     """The tenant whose documents anonymous callers retrieve."""
 
     keys: tuple[StaticKeySettings, ...] = ()

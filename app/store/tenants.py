@@ -18,6 +18,7 @@ import msgspec
 from qdrant_client import models
 
 from app.errors import KBError
+from app.records import DEFAULT_TENANT
 from app.settings.access import TenantName
 
 __all__ = [
@@ -37,10 +38,6 @@ TENANT_FIELD = "tenant"
 
 SHARED_TENANT = "*"
 """The tenant value of documents shared with every tenant."""
-
-DEFAULT_TENANT = "default"
-"""The tenant of runs that name none (``kb eval``'s system caller): the default of
-``ingest.tenant`` and ``access.anonymous_tenant``, the tenant of a single-team install."""
 
 
 class TenantError(KBError):
