@@ -421,18 +421,7 @@ class AskPipeline:
             prompt=prepared.prompt.ref,
         )
         mark = time.perf_counter()
-        await self.conversations.record(
-            prepared.conversation_id,
-            prepared.caller,
-            Turn(
-                question=prepared.question,
-                standalone=prepared.search_question,
-                answer=text,
-                sources=[source.source for source in retrieval_event.sources],
-                request_id=request_id,
-                prompt=prepared.prompt.ref,
-            ),
-        )
+        await self._record_turn(prepared, retrieval_event, text, request_id)
         if not evaluating and status == "ok":
             # Only answers grounded in documents are kept: an empty or failed retrieval may
             # well succeed on the next try.
@@ -466,18 +455,7 @@ class AskPipeline:
         yield msgspec.structs.replace(retrieval_event, took_ms=0.0, question=prepared.search_question)
         for start in range(0, len(cached.answer), _REPLAY_CHARS):
             yield DeltaEvent(cached.answer[start : start + _REPLAY_CHARS])
-        await self.conversations.record(
-            prepared.conversation_id,
-            prepared.caller,
-            Turn(
-                question=prepared.question,
-                standalone=prepared.search_question,
-                answer=cached.answer,
-                sources=[source.source for source in retrieval_event.sources],
-                request_id=request_id,
-                prompt=prepared.prompt.ref,
-            ),
-        )
+        await self._record_turn(prepared, retrieval_event, cached.answer, request_id)
         log.info("answered", request_id=request_id, cached=True, prompt=prepared.prompt.ref)
         yield DoneEvent(
             citations=cached.citations,
@@ -488,6 +466,23 @@ class AskPipeline:
             timings_ms={"total": _since(started)},
             conversation_id=prepared.conversation_id,
             cached=True,
+        )
+
+    async def _record_turn(
+        self, prepared: PreparedQuestion, retrieval: RetrievalEvent, answer: str, request_id: str
+    ) -> None:
+        """The answered turn, into its conversation (a no-op without one)."""
+        await self.conversations.record(
+            prepared.conversation_id,
+            prepared.caller,
+            Turn(
+                question=prepared.question,
+                standalone=prepared.search_question,
+                answer=answer,
+                sources=[source.source for source in retrieval.sources],
+                request_id=request_id,
+                prompt=prepared.prompt.ref,
+            ),
         )
 
 
