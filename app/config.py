@@ -176,6 +176,7 @@ def _check_cross_field(settings: Settings) -> None:
             "server.workers > 1 needs a Qdrant server (set QDRANT_URL): "
             "the embedded store can be opened by one process only"
         )
+    settings.generation.check_provider()
     if settings.retrieval.top_k > settings.retrieval.max_top_k:
         raise ConfigError("retrieval.top_k must not exceed retrieval.max_top_k")
     if settings.chunking.overlap_tokens >= settings.chunking.max_tokens // 2:

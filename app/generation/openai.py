@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 import httpx
 import msgspec
 
-from app.errors import ConfigError
 from app.generation.attempts import Attempts, Failure, classify_status, fail
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.prompting import Prompt
@@ -189,20 +188,15 @@ class OpenAIProvider(ModelProvider):
     name: ClassVar[str] = "openai"
 
     def __init__(self, settings: GenerationSettings, api_key: str | None = None) -> None:
-        if not settings.openai_base_url or not settings.openai_model:
-            raise ConfigError(
-                "generation.provider = 'openai' needs generation.openai_base_url (e.g. "
-                "http://localhost:11434/v1) and generation.openai_model "
-                "(KB_GENERATION__OPENAI_BASE_URL, KB_GENERATION__OPENAI_MODEL)"
-            )
-        self.model = settings.openai_model
+        # Settings built without load_settings (tests) get the same check as at load.
+        base_url, self.model = settings.openai_endpoint()
         self._settings = settings
         self._api_key = api_key
         headers = {"accept": "text/event-stream"}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._client = httpx.AsyncClient(
-            base_url=settings.openai_base_url,
+            base_url=base_url,
             headers=headers,
             timeout=httpx.Timeout(settings.total_timeout_s, connect=settings.connect_timeout_s),
         )

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from app.errors import ConfigError
 from app.records import DEFAULT_TENANT
 from app.settings.access import AccessSettings, StaticKeySettings, TenantName
 from app.settings.answers import AnswerSettings
@@ -148,6 +149,21 @@ class GenerationSettings(_Section, frozen=True):
 
     extractive_sentences: Annotated[int, Meta(ge=1, le=20)] = 5
     """Most sentences the extractive answerer quotes (it also stops at about 60 words)."""
+
+    def check_provider(self) -> None:
+        """Fail early when the chosen provider lacks what it needs (at load, before the model)."""
+        if self.provider == "openai":
+            self.openai_endpoint()
+
+    def openai_endpoint(self) -> tuple[str, str]:
+        """The OpenAI-compatible server's base URL and model, or the ConfigError naming them."""
+        if not (self.openai_base_url and self.openai_model):
+            raise ConfigError(
+                "generation.provider = 'openai' needs generation.openai_base_url (e.g. "
+                "http://localhost:11434/v1) and generation.openai_model "
+                "(KB_GENERATION__OPENAI_BASE_URL, KB_GENERATION__OPENAI_MODEL)"
+            )
+        return self.openai_base_url, self.openai_model
 
 
 class Secrets(msgspec.Struct, frozen=True, kw_only=True):

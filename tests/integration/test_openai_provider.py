@@ -527,17 +527,19 @@ async def test_a_connection_that_is_never_accepted_hits_the_connect_timeout(
 
 # ------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("missing", ["KB_GENERATION__OPENAI_BASE_URL", "KB_GENERATION__OPENAI_MODEL"])
-def test_provider_openai_without_base_url_or_model_fails_at_start_up(tmp_path: Path, missing: str) -> None:
+def test_provider_openai_without_base_url_or_model_fails_when_the_settings_load(
+    tmp_path: Path, missing: str
+) -> None:
+    """Before the model loads, not when the provider is built after it."""
     environ = {
         "KB_GENERATION__PROVIDER": "openai",
         "KB_GENERATION__OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
         "KB_GENERATION__OPENAI_MODEL": "llama3.1:8b",
     }
     del environ[missing]
-    settings = load_settings(environ=environ, config_dir=tmp_path)
 
     with pytest.raises(ConfigError, match=missing.removeprefix("KB_GENERATION__").lower()):
-        build_provider(settings)
+        load_settings(environ=environ, config_dir=tmp_path)
 
 
 def test_a_base_url_without_a_scheme_is_a_config_error_naming_the_variable(tmp_path: Path) -> None:

@@ -112,6 +112,28 @@ def test_several_workers_need_a_qdrant_server(tmp_path: Path) -> None:
     assert settings.server.workers == 2
 
 
+def test_the_openai_provider_without_its_server_fails_at_load_naming_both_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"openai_base_url .* openai_model"):
+        load_settings(environ={"KB_GENERATION__PROVIDER": "openai"}, config_dir=tmp_path)
+    with pytest.raises(ConfigError, match="openai_model"):
+        load_settings(
+            environ={
+                "KB_GENERATION__PROVIDER": "openai",
+                "KB_GENERATION__OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+            },
+            config_dir=tmp_path,
+        )
+    settings = load_settings(
+        environ={
+            "KB_GENERATION__PROVIDER": "openai",
+            "KB_GENERATION__OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+            "KB_GENERATION__OPENAI_MODEL": "llama3.1:8b",
+        },
+        config_dir=tmp_path,
+    )
+    assert settings.generation.openai_endpoint() == ("http://127.0.0.1:11434/v1", "llama3.1:8b")
+
+
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "default.toml", "[retrieval\n")
     with pytest.raises(ConfigError, match=str(path)):
