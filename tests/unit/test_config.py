@@ -113,7 +113,7 @@ def test_several_workers_need_a_qdrant_server(tmp_path: Path) -> None:
 
 
 def test_the_openai_provider_without_its_server_fails_at_load_naming_both_settings(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"openai_base_url .* openai_model"):
+    with pytest.raises(ConfigError, match=r"openai_base_url .* generation.openai_model"):
         load_settings(environ={"KB_GENERATION__PROVIDER": "openai"}, config_dir=tmp_path)
     with pytest.raises(ConfigError, match="openai_model"):
         load_settings(
