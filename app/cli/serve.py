@@ -2,7 +2,9 @@
 
 The port is bound first, before the model loads, so a busy port fails in a moment instead of after
 the slow start-up; the bound socket is then handed to uvicorn, so nothing can take the port in
-between.
+between. Connections are served by ``app.cli.transport``'s guarded protocol: read timeouts and a
+connection cap under the open-file limit (docs/operations.md, "Slow clients and connection
+limits").
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import os
 import shutil
 import socket
 import sys
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from app.cli.ask import EXAMPLE_QUESTION, client_url
+
+if TYPE_CHECKING:
+    from app.cli.transport import TransportLimits
 
 __all__ = ["bind_listener", "serve_command"]
 
@@ -39,6 +45,13 @@ def serve_command(host: str | None, port: int | None, workers: int | None, check
         raise click.ClickException(exc.message) from None
     server = settings.server
     listener = bind_listener(server.host, server.port)
+    from app.cli.transport import transport_limits
+
+    try:  # a cap the open-file limit cannot hold fails here, before the model
+        limits = transport_limits(server)
+    except KBError as exc:
+        listener.close()
+        raise click.ClickException(exc.message) from None
     if check:
         listener.close()
         click.echo(f"kb serve: {server.host}:{server.port} is free", err=True)
@@ -64,15 +77,17 @@ def serve_command(host: str | None, port: int | None, workers: int | None, check
 
         # Several workers: Prometheus multiprocess mode, and the metrics port served from here.
         with worker_metrics(settings.observability, workers=server.workers, environ=os.environ):
-            _run(listener, server.workers)
+            _run(listener, server.workers, limits)
     finally:
         listener.close()
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
     """Bind ``host:port`` now, or fail with a message that says what to do."""
+    from app.cli.transport import Listener
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener = Listener(family, socket.SOCK_STREAM)
     # As uvicorn does: a restart need not wait for the previous run's connections to time out.
     # A port another process listens on is refused all the same.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,14 +104,21 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _run(listener: socket.socket, workers: int) -> None:
+def _run(listener: socket.socket, workers: int, limits: TransportLimits) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
+
+    from app.cli.transport import GuardedProtocolFactory
 
     config = uvicorn.Config(
         "app.http:create_app",
         factory=True,
         workers=workers,
+        # uvicorn calls ``http`` like a protocol class; the factory travels to spawned workers.
+        http=cast(Any, GuardedProtocolFactory(limits)),
+        # asyncio accepts this many connections per wake-up before the cap can close any: it
+        # must fit in the open files kept back (the kernel's queue stays long: ``Listener``).
+        backlog=limits.accept_burst,
         log_level="warning",
         log_config=None,  # uvicorn's records go through the structured root handler
         timeout_graceful_shutdown=5,
