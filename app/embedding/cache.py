@@ -18,8 +18,9 @@ class QueryEmbeddingCache:
 
     For questions, not for ingestion (whose texts are seen once): the retriever gets it, the
     ingest runner the model itself. One instance wraps one model, so a vector is never served
-    for another model. Thread-safe: the retrieval workers embed on their own threads; the lock
-    guards the dictionary only, never the model call.
+    for another model. Under an ``EmbeddingBatcher`` (the retriever's) a batch's misses are
+    embedded in one call. Thread-safe: the batcher and blocking callers embed on their own
+    threads; the lock guards the dictionary only, never the model call.
     """
 
     def __init__(self, embedder: Embedder, size: int) -> None:
@@ -37,6 +38,19 @@ class QueryEmbeddingCache:
 
     def __len__(self) -> int:
         return len(self._vectors)
+
+    def cached(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The vectors of ``texts`` when the cache holds every one (counted as hits), else None
+        (nothing counted): a caller that queues model calls (``EmbeddingBatcher``) answers a
+        repeated question at once and queues only the rest."""
+        with self._lock:
+            vectors = [self._vectors.get(text) for text in texts]
+            if not texts or any(vector is None for vector in vectors):
+                return None
+            for text in texts:
+                self._vectors.move_to_end(text)
+            self.hits += len(texts)
+        return np.stack([vector for vector in vectors if vector is not None])
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         found: dict[str, np.ndarray] = {}

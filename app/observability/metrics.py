@@ -4,8 +4,10 @@
 several apps in one process (tests) do not collide. Its methods are the API other parts call:
 ``request_finished`` (the HTTP layer), ``request_traced`` (the observer, from a
 ``RequestTrace``), ``rate_limit_refused`` (the limits), ``ingested`` (ingestion),
-``stream_opened``/``stream_closed``, and ``executor`` (the retrieval worker whose queue depth is
-a gauge).
+``stream_opened``/``stream_closed``, ``connection_closed`` (``kb serve``'s connection guard),
+``retrieval_depth``/``retrieval_dropped``/``query_batch``
+(the retrieval's admission queue and question batcher), and ``executor`` (a thread pool whose
+queue depth is that gauge).
 
 Several worker processes (``kb serve --workers N``) each count their own requests, so a scrape of
 one would see a share of the traffic. Prometheus's multiprocess mode fixes that: with
@@ -137,15 +139,35 @@ class Metrics:
         )
         self.retrieval_queue = Gauge(
             "kb_retrieval_queue_depth",
-            "Retrieval calls waiting for the retrieval worker (not yet running).",
+            "Retrieval searches waiting for a store worker (not yet running).",
             registry=r,
             multiprocess_mode="livesum",
+        )
+        self.retrieval_drops = Counter(
+            "kb_retrieval_dropped",
+            "Retrievals whose search never ran: refused, the queue being full (full); their "
+            "deadline passed first (expired); their client left first (cancelled).",
+            ("reason",),
+            registry=r,
+        )
+        self.query_batches = Histogram(
+            "kb_query_embedding_batch_size",
+            "Questions embedded per model call by the retrieval's batcher.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
         )
         self.background_queue = Gauge(
             "kb_background_queue_depth",
             "Post-response jobs waiting.",
             registry=r,
             multiprocess_mode="livesum",
+        )
+        self.connections_closed = Counter(
+            "kb_connections_closed",
+            "Connections the server closed before a request was answered, by reason (idle, "
+            "header_timeout, body_timeout, evicted, refused).",
+            ("reason",),
+            registry=r,
         )
         self.background_dropped = Counter(
             "kb_background_jobs_dropped",
@@ -180,6 +202,10 @@ class Metrics:
         if failed:
             self.ingest_failures.inc(failed)
 
+    def connection_closed(self, reason: str) -> None:
+        """A connection closed by ``kb serve``'s guard (a read timeout, the connection cap)."""
+        self.connections_closed.labels(reason).inc()
+
     def background_depth(self, depth: int) -> None:
         self.background_queue.set(depth)
 
@@ -208,6 +234,18 @@ class Metrics:
                 self.tokens.labels(model, "input").inc(trace.input_tokens)
             if trace.output_tokens:
                 self.tokens.labels(model, "output").inc(trace.output_tokens)
+
+    def retrieval_depth(self, depth: int) -> None:
+        """Searches waiting for a store worker (``app.retrieval.admission``)."""
+        self.retrieval_queue.set(depth)
+
+    def retrieval_dropped(self, reason: str) -> None:
+        """A retrieval whose search never ran, by reason (``full``, ``expired``, ``cancelled``)."""
+        self.retrieval_drops.labels(reason).inc()
+
+    def query_batch(self, size: int) -> None:
+        """One model call of the question batcher, embedding ``size`` questions."""
+        self.query_batches.observe(size)
 
     def executor(self, *, max_workers: int, thread_name_prefix: str) -> QueueDepthExecutor:
         """A thread pool whose waiting calls are ``kb_retrieval_queue_depth``."""

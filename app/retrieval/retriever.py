@@ -23,10 +23,16 @@ Retrieval never fails a request. Its outcome is a ``RetrievalResult`` whose stat
 ``empty`` (nothing relevant came back), ``timeout`` or ``error``; on anything but ``ok`` the
 pipeline goes on with an empty context and the prompt says why.
 
-The store and the model are blocking libraries, so their calls run on one dedicated worker thread
-(the embedded store is not thread-safe, and one thread also keeps a slow store from piling up
-threads). A timed-out call is abandoned, not killed: its thread finishes in the background, and
-if it fails then, one structured warning says so.
+Under load (``retrieve``, docs/load.md): a retrieval is first admitted (``app.retrieval.admission``:
+at most ``retrieval.queue_size`` in flight; one more gets ``timeout`` at once, saying the service
+is busy). Its question is embedded by the ``EmbeddingBatcher`` (``app.embedding.batching``),
+awaited on the event loop, so that questions arriving together share one model call; then its
+search, with that vector, goes to a small pool of store workers (``retrieval.search_workers``:
+Qdrant Edge and a server both take concurrent reads). Work still queued when the retrieval's
+deadline passes or its client leaves is dropped unrun. Work already running (the store and the
+model are blocking libraries) is abandoned, not killed: its thread finishes in the background,
+and if it fails then, one structured warning says so. ``search`` and ``judge`` stay blocking
+calls, for ``kb eval`` and the benchmarks.
 """
 
 from __future__ import annotations
@@ -36,15 +42,18 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
+import numpy as np
 import structlog
 from qdrant_client import models
 
-from app.embedding import Embedder
+from app.embedding import Embedder, EmbeddingBatcher
 from app.records import RetrievalStatus, ScoredChunk, SearchHit, SparseTerms
+from app.retrieval.admission import AdmissionQueue, queue_for
 from app.retrieval.bm25 import LexicalEncoder
 from app.retrieval.calibration import RELEVANCE_MODEL, JudgedChunk, lexical_share, max_lexical_score
 from app.retrieval.expansion import DocumentFrequencies, TermStatistics, expand_query
@@ -96,14 +105,18 @@ class Retriever:
         settings: RetrievalSettings,
         *,
         lexical: LexicalEncoder | None = None,
-        executor: ThreadPoolExecutor | None = None,
+        queue: AdmissionQueue | None = None,
     ) -> None:
+        """``embedder`` embeds questions: an ``EmbeddingBatcher`` (the service's, wired to its
+        metrics), or any ``Embedder``, which ``retrieve`` then batches with one of its own.
+        ``queue`` admits retrievals and runs their searches; by default one from ``settings``."""
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.lexical = lexical or LexicalEncoder()
         self.statistics = _StatisticsByTenant(settings)
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-retrieval")
+        self.queue = queue or queue_for(settings)
+        self._batcher = embedder if isinstance(embedder, EmbeddingBatcher) else None
 
     async def retrieve(
         self,
@@ -121,32 +134,97 @@ class Retriever:
         ``mode`` and ``fusion`` default to the settings' (``retrieval.mode``, ``retrieval.fusion``).
         """
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        search = functools.partial(
-            self.search, question, filters, limit, mode=mode, fusion=fusion, tenant=tenant
-        )
-        call = loop.run_in_executor(self._executor, search)
+        s = self.settings
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                candidates, timings = await asyncio.shield(call)
-        except TimeoutError:
+            slot = self.queue.admit(s.timeout_s)
+        except RuntimeError as exc:  # closed: the service is shutting down
+            return RetrievalResult(status="error", took_ms=_ms(started), detail=str(exc))
+        if slot is None:
             return RetrievalResult(
                 status="timeout",
                 took_ms=_ms(started),
-                detail=f"retrieval exceeded {self.settings.timeout_s:.1f} s",
+                detail=(
+                    f"the service is busy: {self.queue.capacity} retrievals are in flight "
+                    "(retrieval.queue_size); this one was refused at once, not queued"
+                ),
             )
+        call: Future[_Searched] | None = None
+        cancelled = False
+        try:
+            async with asyncio.timeout(s.timeout_s):
+                vector = None
+                embed_ms = 0.0
+                if (mode or s.mode) != "lexical":
+                    vectors = await asyncio.wrap_future(
+                        self._question_batcher().submit([question], deadline=slot.deadline)
+                    )
+                    vector = vectors[0]
+                    embed_ms = (time.perf_counter() - started) * 1000
+                search = functools.partial(
+                    self._queued_search,
+                    question,
+                    filters,
+                    limit,
+                    mode=mode,
+                    fusion=fusion,
+                    tenant=tenant,
+                    query_vector=vector,
+                    queued=time.perf_counter(),
+                )
+                call = slot.submit(search)
+                candidates, timings = await asyncio.wrap_future(call)
+        except TimeoutError:
+            if call is not None and not call.done():
+                # Running (a queued one was just cancelled, unrun): abandoned. Collect its
+                # outcome, or a store failure later would go unreported.
+                call.add_done_callback(_report_abandoned)
+            return RetrievalResult(
+                status="timeout",
+                took_ms=_ms(started),
+                detail=f"retrieval exceeded {s.timeout_s:.1f} s",
+            )
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except Exception as exc:  # any store/model failure becomes a status, by design
             return RetrievalResult(
                 status="error", took_ms=_ms(started), detail=f"{type(exc).__name__}: {exc}"
             )
         finally:
-            if not call.done():
-                # Abandoned (timeout, or the request was cancelled): the thread runs on, and
-                # nobody awaits its outcome. Collect it, or asyncio prints "Future exception was
-                # never retrieved" with a traceback when the store call fails later.
-                call.add_done_callback(_report_abandoned)
+            slot.release(cancelled=cancelled)
+        # In the order they happened (traces lay the steps out so): the question's vector (its
+        # batch included; the BM25 query, encoded on the worker, is counted with it), the wait
+        # for a store worker, then the worker's steps.
+        steps = {"embed": embed_ms + timings.pop("embed", 0.0), "queue": timings.pop("queue", 0.0)}
         status: RetrievalStatus = "ok" if candidates else "empty"
-        return RetrievalResult(status=status, candidates=candidates, took_ms=_ms(started), timings_ms=timings)
+        return RetrievalResult(
+            status=status, candidates=candidates, took_ms=_ms(started), timings_ms=steps | timings
+        )
+
+    def _question_batcher(self) -> EmbeddingBatcher:
+        """The batcher ``retrieve`` embeds questions with: the one given, or one of its own
+        (made on first use: a retriever only searched with blocking calls needs none)."""
+        if self._batcher is None:
+            s = self.settings
+            self._batcher = EmbeddingBatcher(
+                self.embedder, window_s=s.batch_window_ms / 1000, max_batch=s.batch_max
+            )
+        return self._batcher
+
+    def _queued_search(
+        self,
+        question: str,
+        filters: RetrievalFilters | None,
+        limit: int | None,
+        *,
+        queued: float,
+        **options: Any,
+    ) -> _Searched:
+        """``search`` on a store worker, with the time it waited for one (``queue``)."""
+        waited = (time.perf_counter() - queued) * 1000
+        candidates, timings = self.search(question, filters, limit, **options)
+        timings["queue"] = waited
+        return candidates, timings
 
     def search(
         self,
@@ -157,14 +235,18 @@ class Retriever:
         mode: RetrieverMode | None = None,
         fusion: FusionName | None = None,
         tenant: str = DEFAULT_TENANT,
+        query_vector: np.ndarray | None = None,
     ) -> _Searched:
         """Blocking search: relevant fused candidates of ``tenant``'s and the shared documents,
         and per-step timings. Raises on store faults.
 
         ``mode`` and ``fusion`` default to the settings' (``retrieval.mode``, ``retrieval.fusion``);
-        ``tenant`` to the single-team install's (``kb eval`` searches as it).
+        ``tenant`` to the single-team install's (``kb eval`` searches as it). ``query_vector``:
+        the question's embedding when the caller has it already (``retrieve`` batches them).
         """
-        judged = self.judge(question, filters, limit, mode=mode, fusion=fusion, tenant=tenant)
+        judged = self.judge(
+            question, filters, limit, mode=mode, fusion=fusion, tenant=tenant, query_vector=query_vector
+        )
         relevant: list[ScoredChunk] = list(
             relevant_candidates(
                 judged.candidates,
@@ -185,10 +267,12 @@ class Retriever:
         mode: RetrieverMode | None = None,
         fusion: FusionName | None = None,
         tenant: str = DEFAULT_TENANT,
+        query_vector: np.ndarray | None = None,
     ) -> Judged:
         """Blocking: every fused candidate with its calibrated relevance, before the relevance
         floor, and whether the query policy lets a lexical match count alone. ``search`` is this
-        with the floor applied; calibration (``bench/noanswer.py``) sweeps the floor over it."""
+        with the floor applied; calibration (``bench/noanswer.py``) sweeps the floor over it.
+        ``query_vector``: the question's embedding, if the caller has it (else embedded here)."""
         if self.store is None:
             raise ConnectionError("vector store is not open")
         s = self.settings
@@ -197,7 +281,10 @@ class Retriever:
         limit = limit or s.candidates
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        query_vector = self.embedder.embed([question])[0] if mode != "lexical" else None
+        if mode == "lexical":
+            query_vector = None
+        elif query_vector is None:
+            query_vector = self.embedder.embed([question])[0]
         sparse = self.lexical.encode_query(question) if mode != "dense" else None
         index_terms = len(sparse) if sparse is not None else 0  # before any expansion
         t1 = time.perf_counter()
@@ -294,7 +381,7 @@ class Retriever:
             question,
             index_terms=index_terms,
             texts=texts,
-            count=self.embedder.count,
+            count=(self._batcher or self.embedder).count,  # the batcher remembers counts
             settings=self.settings,
             mode=mode,
         )
@@ -325,14 +412,22 @@ class Retriever:
         return expand_query(query, feedback, frequencies, terms=s.expansion_terms, weight=s.expansion_weight)
 
     async def ping(self) -> None:
-        """Check the store answers, on the same worker as searches (the embedded store is not
-        thread-safe). Raises what the store raises."""
+        """Check the store answers, on the next free store worker (ahead of queued searches,
+        and never refused for a full queue: it is no retrieval). Raises what the store raises,
+        ``WorkExpired`` when no worker was free within the retrieval timeout."""
         if self.store is None:
             raise ConnectionError("vector store is not open")
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.exists)
+        await asyncio.wrap_future(self.queue.submit(self.store.exists, timeout_s=self.settings.timeout_s))
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def close(self, *, wait_s: float | None = None) -> None:
+        """Cancel what waits; wait up to ``wait_s`` (default: the retrieval timeout, the longest
+        a retrieval's work should take) for what runs to finish, since a process exiting while
+        a thread is inside the model or the store may abort in their native code."""
+        budget = self.settings.timeout_s if wait_s is None else wait_s
+        until = time.monotonic() + budget
+        self.queue.close(wait_s=budget)
+        if self._batcher is not None:
+            self._batcher.close(wait_s=max(0.0, until - time.monotonic()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +466,7 @@ class _StatisticsByTenant:
             return statistics
 
 
-def _report_abandoned(call: asyncio.Future[_Searched]) -> None:
+def _report_abandoned(call: Future[_Searched]) -> None:
     """Collect the outcome of a store call nobody waits for any more; log its failure once."""
     if call.cancelled():
         return

@@ -37,7 +37,34 @@ class RetrievalSettings(_Section, frozen=True):
     """Candidates fetched from each retriever before fusion and ranking."""
 
     timeout_s: PositiveFloat = 3.0
-    """Budget for embedding the question and searching the store. Past it the status is timeout."""
+    """Budget for embedding the question and searching the store, queueing included. Past it the
+    status is timeout, and work of the retrieval that has not started yet is dropped unrun."""
+
+    queue_size: Annotated[int, Meta(ge=1, le=100_000)] = 256
+    """Retrievals admitted at once (waiting for the embedding model or a store worker, or running;
+    ``app.retrieval.admission``). One more is refused at once with the status ``timeout`` and a
+    detail saying the service is busy, instead of joining a backlog. Every admitted retrieval
+    carries its deadline (``timeout_s``) and is dropped before its work runs once it has passed
+    or its client has left, so the queue is empty ``timeout_s`` after a burst whatever the bound.
+    The bound decides who waits: past about what the service answers within ``timeout_s``, a
+    request admitted would only wait for its timeout, so it is better told at once. Only a slow
+    service has this many in flight (docs/load.md)."""
+
+    search_workers: Annotated[int, Meta(ge=0, le=64)] = 0
+    """Threads that run store searches (and the fusion after them) in parallel: Qdrant Edge takes
+    concurrent reads, and a server concurrent requests. 0 chooses from the CPU count (twice the
+    cores, at least 2 and at most 8)."""
+
+    batch_window_ms: Annotated[float, Meta(ge=0.0, le=100.0)] = 2.0
+    """How long a question waits for others to share its embedding call
+    (``app.embedding.batching``). Only when questions are arriving that closely; a question after
+    a quiet spell is embedded at once, and while the model is busy questions gather anyway.
+    0 turns the wait off (batches then form only while the model is busy)."""
+
+    batch_max: Annotated[int, Meta(ge=1, le=1024)] = 32
+    """Most questions embedded in one model call. Larger batches cost less per question, but
+    every question of a batch waits for all of it: on a loaded machine a batch that outlasts the
+    timeout times out whole."""
 
     relevance_floor: UnitFloat = 0.7
     """Minimum calibrated relevance (0-1, ``app.retrieval.calibration``: from the dense cosine and

@@ -1,8 +1,10 @@
 """A store call abandoned at the retrieval timeout, which fails later, is reported once, in the
-service's structured log, and not as asyncio's "Future exception was never retrieved" traceback.
+service's structured log, and not as asyncio's "Future exception was never retrieved" traceback;
+and the retrievals queued behind a hung store call are dropped at their deadline, never run.
 
 The store is a stand-in that blocks until released and then raises, as a hung server connection
-finally does; the retriever, its worker thread and the event loop are the real ones.
+finally does; the retriever, its admission queue and worker thread and the event loop are the
+real ones.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import structlog
 
 from app.records import SearchHit, SparseTerms
 from app.retrieval import Retriever
+from app.retrieval.admission import AdmissionQueue
 from app.settings import RetrievalSettings
 
 pytestmark = pytest.mark.integration
@@ -30,11 +33,13 @@ class HangingStore:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.searches = 0
 
     def exists(self) -> bool:
         return True
 
     def search(self, **_: object) -> tuple[list[SearchHit], list[SearchHit]]:
+        self.searches += 1
         self.release.wait(10.0)
         raise ConnectionError("server closed the connection")
 
@@ -113,3 +118,25 @@ async def test_a_store_call_that_fails_in_time_is_an_error_status_and_nothing_mo
     assert result.status == "error"
     assert result.detail == "ConnectionError: server closed the connection"
     assert not [e for e in logs if e["event"] == "abandoned_retrieval_failed"]
+
+
+async def test_retrievals_queued_behind_a_hung_store_call_time_out_and_are_never_run() -> None:
+    store = HangingStore()
+    settings = msgspec.structs.replace(RetrievalSettings(), timeout_s=0.2)
+    drops: list[str] = []
+    queue = AdmissionQueue(capacity=16, workers=1, on_dropped=drops.append)
+    retriever = Retriever(store, FixedEmbedder(), settings, queue=queue)
+    try:
+        with structlog.testing.capture_logs():
+            results = await asyncio.gather(
+                *(retriever.retrieve(f"which team approves payroll {n}") for n in range(5))
+            )
+            assert [r.status for r in results] == ["timeout"] * 5
+            store.release.set()  # the one call that ran now fails, in the background
+            await eventually(lambda: queue.admitted == 0)
+            await asyncio.sleep(0.1)  # time for a dropped one to run, were it not dropped
+    finally:
+        retriever.close()
+
+    assert store.searches == 1  # the other four never reached the store
+    assert drops == ["expired"] * 4

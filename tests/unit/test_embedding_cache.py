@@ -115,3 +115,29 @@ def test_threads_embedding_at_once_get_the_right_vectors_and_the_cache_stays_bou
         np.testing.assert_array_equal(vector, model.embed([question])[0])
     assert len(cache) <= 16
     assert cache.hits + cache.misses == len(questions)
+
+
+def test_cached_answers_only_when_every_text_is_held_and_counts_only_then() -> None:
+    model = CountingModel()
+    cache = QueryEmbeddingCache(model, size=8)
+    cache.embed(["a", "b"])
+
+    assert cache.cached(["a", "c"]) is None
+    assert cache.cached([]) is None
+    assert (cache.hits, cache.misses) == (0, 2)
+    found = cache.cached(["b", "a"])
+    assert found is not None
+    np.testing.assert_array_equal(found, model.embed(["b", "a"]))
+    assert (cache.hits, cache.misses) == (2, 2)
+    assert model.encoded.count("a") == 2  # once by the cache's miss, once by this test's check
+
+
+def test_cached_keeps_a_looked_up_vector_recent() -> None:
+    model = CountingModel()
+    cache = QueryEmbeddingCache(model, size=2)
+    cache.embed(["old"])
+    cache.embed(["newer"])
+    assert cache.cached(["old"]) is not None  # now the most recent
+    cache.embed(["newest"])  # evicts the least recently used: "newer"
+    assert cache.cached(["old"]) is not None
+    assert cache.cached(["newer"]) is None
