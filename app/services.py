@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -18,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from app.access import KeyRing
 from app.access.limits import Limiter, open_limiter
 from app.answers import Answers, build_answers
-from app.embedding import Embedder, QueryEmbeddingCache, SentenceTransformerEmbedder
+from app.embedding import Embedder, EmbeddingBatcher, QueryEmbeddingCache, build_embedder
 from app.errors import KBError, ModelMismatchError
 from app.generation.base import ModelProvider
 from app.generation.registry import build_provider
@@ -36,6 +35,7 @@ from app.prompting import PromptLabels, PromptRegistry, PromptSelection
 from app.records import Caller
 from app.resources import prompts_dir
 from app.retrieval import Retriever
+from app.retrieval.admission import queue_for
 from app.settings import Settings
 from app.state import StateStore, open_state_store
 from app.store import QdrantStore, open_store
@@ -177,7 +177,7 @@ def build_services(
     """
     telemetry = telemetry or Telemetry(tracer_provider=None, metrics=None)
     metrics = telemetry.metrics
-    embedder = embedder or SentenceTransformerEmbedder(settings.embedding)
+    embedder = embedder or build_embedder(settings)
     embedder.embed(["warm-up"])  # first encode allocates; pay it now, not on the first request
     prompts = PromptRegistry(prompts_dir(settings.prompts.directory))
     state = open_state_store(settings)
@@ -186,17 +186,23 @@ def build_services(
     provider = build_provider(settings, embedder=embedder)
     connection = open_checked_store(settings, embedder)
 
-    # The embedded store is not thread-safe: one worker. A server takes a few concurrent calls.
-    workers = 4 if settings.secrets.qdrant_url else 1
+    # Questions arriving together share one model call (the cache answers repeats before it);
+    # retrievals are admitted up to a bound and searched by a small pool (docs/load.md).
     size = settings.answers.embedding_cache_size
+    questions = EmbeddingBatcher(
+        QueryEmbeddingCache(embedder, size) if size else embedder,  # questions repeat; chunks do not
+        window_s=settings.retrieval.batch_window_ms / 1000,
+        max_batch=settings.retrieval.batch_max,
+        on_batch=metrics.query_batch if metrics is not None else None,
+    )
     retriever = Retriever(
         connection,
-        QueryEmbeddingCache(embedder, size) if size else embedder,  # questions repeat; chunks do not
+        questions,
         settings.retrieval,
-        executor=(
-            metrics.executor(max_workers=workers, thread_name_prefix="kb-retrieval")
-            if metrics is not None
-            else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kb-retrieval")
+        queue=queue_for(
+            settings.retrieval,
+            on_depth=metrics.retrieval_depth if metrics is not None else None,
+            on_dropped=metrics.retrieval_dropped if metrics is not None else None,
         ),
     )
     answers = build_answers(

@@ -11,7 +11,7 @@ import msgspec
 
 from app.answers import bump_index_version
 from app.config import load_settings
-from app.embedding import SentenceTransformerEmbedder
+from app.embedding import build_embedder
 from app.errors import KBError
 from app.observability import TRACER_NAME, tracer_provider_from_environment
 from app.store import SHARED_TENANT, open_store, valid_tenant
@@ -114,7 +114,7 @@ def ingest_command(
     # Spans of the run go where the OTEL_* variables say (docs/operations.md); none without them.
     tracing = tracer_provider_from_environment(os.environ)
     try:
-        embedder = SentenceTransformerEmbedder(settings.embedding)
+        embedder = build_embedder(settings)
         ingestor = Ingestor(
             store,
             embedder,
