@@ -6,11 +6,15 @@ It has shards, not collections, so one collection is one shard in ``<root>/<coll
 its metadata (the embedding model that filled it) is a JSON file beside it, written last: a
 collection exists once its metadata does.
 
-Upserts land in an appendable segment, searched exactly (SIMD brute force in the engine). An
-HNSW index is built only by ``optimize`` (``kb store optimize``), for segments over
-``store.exact_search_points``: it is a blocking call of minutes at 100,000 points, so ingestion
-never runs it (docs/store.md). Searches pass ``store.hnsw_ef``, which only matters on indexed
-segments. The folder is locked for one process at a time (``app.store.locking``).
+Upserts land in an appendable segment, searched exactly (SIMD brute force in the engine).
+``optimize`` (``kb store optimize``) indexes the dense vectors of segments over
+``store.exact_search_points``, in one of two ways (``EdgeIndexing.dense_index``): ``hnsw``
+(default) builds the graph (a blocking call of minutes at 100,000 points, whose recall at a
+fixed beam falls with size); ``int8`` keeps a scalar-quantized copy of them, which searches scan
+in full and rescore against the original vectors (seconds to build, the exact top 10 in every
+measured query, but a scan: its cost grows with the collection).
+Ingestion never runs it (docs/store.md). Searches pass ``store.hnsw_ef``, which only matters on
+HNSW segments. The folder is locked for one process at a time (``app.store.locking``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import qdrant_edge as qe
 from qdrant_client import models
@@ -45,6 +49,11 @@ from app.store.locking import FolderLock
 __all__ = ["EdgeClient", "EdgeIndexing"]
 
 _META_SUFFIX = ".collection.json"
+# A quantized scan keeps this many times the limit as candidates and rescores them against the
+# original vectors: what restored the exact top 10 in the measurements of docs/store.md.
+_RESCORE_OVERSAMPLING = 2.0
+# Full-scan threshold (KB) of an int8 collection: every search of an indexed segment is a scan.
+_ALWAYS_SCAN_KB = 2**40
 _DONE = models.UpdateResult.model_construct(operation_id=None, status=models.UpdateStatus.COMPLETED)
 
 
@@ -53,9 +62,17 @@ class EdgeIndexing:
     """When and how Edge builds HNSW indexes (``StoreSettings``)."""
 
     exact_search_points: int = 20_000
-    hnsw_ef: int = 512
+    hnsw_ef: int = 1024
     hnsw_m: int = 16
     hnsw_ef_construct: int = 128
+    dense_index: Literal["hnsw", "int8"] = "hnsw"
+    """What ``optimize`` builds for the dense vectors of a large segment: ``hnsw`` (the graph) or
+    ``int8`` (a scalar-quantized copy, scanned in full and rescored). Fixed when a collection is
+    created."""
+
+    @property
+    def quantized(self) -> bool:
+        return self.dense_index == "int8"
 
 
 class EdgeClient:
@@ -122,13 +139,21 @@ class EdgeClient:
         }
         # Edge counts thresholds in KB of vectors; the setting counts points.
         threshold_kb = max(1, self.indexing.exact_search_points * dimension * 4 // 1024)
+        quantized = self.indexing.quantized
         config = qe.EdgeConfig(
             vectors=dense,
             sparse_vectors=sparse,
+            # int8: no graph (m=0) and every search a scan of the quantized copy, which the
+            # optimizer builds for segments over the indexing threshold.
             hnsw_config=qe.HnswIndexConfig(
-                m=self.indexing.hnsw_m,
+                m=0 if quantized else self.indexing.hnsw_m,
                 ef_construct=self.indexing.hnsw_ef_construct,
-                full_scan_threshold=threshold_kb,
+                full_scan_threshold=_ALWAYS_SCAN_KB if quantized else threshold_kb,
+            ),
+            quantization_config=(
+                qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+                if quantized
+                else None
             ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
         )
@@ -277,7 +302,10 @@ class EdgeClient:
     def query_batch_points(
         self, collection_name: str, *, requests: Sequence[models.QueryRequest]
     ) -> list[rest.QueryResponse]:
-        batch = qe.QueryBatchRequest([edge_query(r, default_ef=self.indexing.hnsw_ef) for r in requests])
+        oversampling = _RESCORE_OVERSAMPLING if self.indexing.quantized else None
+        batch = qe.QueryBatchRequest(
+            [edge_query(r, default_ef=self.indexing.hnsw_ef, oversampling=oversampling) for r in requests]
+        )
         responses = self._shard(collection_name).query_batch(batch)
         return [
             rest.QueryResponse.model_construct(points=[scored_point(p) for p in points])
@@ -287,15 +315,16 @@ class EdgeClient:
     # -- upkeep ---------------------------------------------------------------------------------
 
     def dense_index(self, collection_name: str) -> str:
-        """``hnsw`` when a segment of the collection has an HNSW index of its dense vectors,
-        else ``plain`` (searched exactly). Read from the segments' configuration: Edge's counts
-        of indexed vectors include the sparse index, which every segment has."""
+        """``hnsw`` when a segment of the collection has an HNSW graph of its dense vectors,
+        ``int8`` when one has their quantized copy (and no graph), else ``plain`` (searched
+        exactly). Read from the segments' configuration: Edge's counts of indexed vectors include
+        the sparse index, which every segment has."""
         kinds: set[str] = set()
         for config in (self.root / collection_name / "segments").glob("*/segment.json"):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
                 vectors = json.loads(config.read_text(encoding="utf-8"))["config"]["vector_data"]
-                kinds.update(str(params["index"]["type"]) for params in vectors.values())
-        return "hnsw" if "hnsw" in kinds else "plain"
+                kinds.update(_index_kind(params) for params in vectors.values())
+        return next((kind for kind in ("hnsw", "int8") if kind in kinds), "plain")
 
     def optimize(self, collection_name: str) -> bool:
         """Build the HNSW index of segments over the threshold (and merge small ones). Blocking,
@@ -313,6 +342,13 @@ class EdgeClient:
                     shard.flush()
                     shard.close()
             self._lock.release()
+
+
+def _index_kind(params: dict[str, Any]) -> str:
+    index = params["index"]
+    if index["type"] == "hnsw" and int(index.get("options", {}).get("m", 0)) > 0:
+        return "hnsw"
+    return "int8" if params.get("quantization_config") else "plain"
 
 
 def _load(path: Path) -> qe.EdgeShard:

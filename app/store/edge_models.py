@@ -152,9 +152,13 @@ def _edge_with_vector(selector: object) -> bool | list[str]:
     raise NotImplementedError(f"vector selector {selector!r} is not translated to Qdrant Edge")
 
 
-def edge_query(request: models.QueryRequest, *, default_ef: int | None) -> qe.QueryRequest:
+def edge_query(
+    request: models.QueryRequest, *, default_ef: int | None, oversampling: float | None = None
+) -> qe.QueryRequest:
     """One nearest-neighbour query; ``default_ef`` is the HNSW beam when the request names none
-    (it only matters on a segment that has an HNSW index; plain segments are searched exactly)."""
+    (it only matters on a segment that has an HNSW index; plain segments are searched exactly).
+    ``oversampling``: on segments with quantized vectors, scan them and rescore this many times
+    the limit against the original vectors (segments without ignore it)."""
     if request.prefetch is not None or request.offset:
         raise NotImplementedError("prefetch and offset are not translated to Qdrant Edge")
     query = request.query
@@ -170,7 +174,15 @@ def edge_query(request: models.QueryRequest, *, default_ef: int | None) -> qe.Qu
         with_payload=edge_with_payload(request.with_payload if request.with_payload is not None else False),
         with_vector=_edge_with_vector(request.with_vector if request.with_vector is not None else False),
         score_threshold=request.score_threshold,
-        params=qe.SearchParams(hnsw_ef=ef, exact=exact),
+        params=qe.SearchParams(
+            hnsw_ef=ef,
+            exact=exact,
+            quantization=(
+                qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+                if oversampling is not None and not exact
+                else None
+            ),
+        ),
     )
 
 

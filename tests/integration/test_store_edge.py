@@ -1,5 +1,6 @@
-"""Qdrant Edge as the embedded store: one process at a time, data kept across opens, and an
-HNSW index built only when asked, above the exact-search size, that finds what exact search finds.
+"""Qdrant Edge as the embedded store: one process at a time, data kept across opens, and a dense
+index built only when asked, above the exact-search size, that finds what exact search finds:
+an HNSW graph (the default), or an int8 quantized copy rescored against the original vectors.
 """
 
 from __future__ import annotations
@@ -107,9 +108,8 @@ def test_below_the_exact_search_size_optimize_builds_no_index(tmp_path: Path) ->
 
 
 def test_above_it_optimize_builds_hnsw_whose_recall_at_10_is_at_least_098(tmp_path: Path) -> None:
-    store = QdrantStore(
-        EdgeClient(tmp_path / "store", indexing=EdgeIndexing(exact_search_points=1000, hnsw_ef=256)), "kb"
-    )
+    indexing = EdgeIndexing(exact_search_points=1000, hnsw_ef=256)
+    store = QdrantStore(EdgeClient(tmp_path / "store", indexing=indexing), "kb")
     try:
         fill(store, 4000)
         assert isinstance(store.client, EdgeClient)
@@ -120,5 +120,50 @@ def test_above_it_optimize_builds_hnsw_whose_recall_at_10_is_at_least_098(tmp_pa
         exact, indexed = exact_and_indexed(store, vectors(40, 77), ef=256)
         recall = np.mean([len(e & i) / 10 for e, i in zip(exact, indexed, strict=True)])
         assert recall >= 0.98, recall
+    finally:
+        store.close()
+
+
+def test_an_int8_index_is_a_quantized_copy_whose_rescored_top_10_is_the_exact_one(tmp_path: Path) -> None:
+    indexing = EdgeIndexing(exact_search_points=1000, dense_index="int8")
+    store = QdrantStore(EdgeClient(tmp_path / "store", indexing=indexing), "kb")
+    try:
+        fill(store, 4000)
+        assert isinstance(store.client, EdgeClient)
+        assert store.client.dense_index("kb") == "plain"  # writes never build it
+        assert store.optimize()
+        assert store.client.dense_index("kb") == "int8"
+
+        flt = filter_for(None, tenant=DEFAULT_TENANT)
+        queries = vectors(40, 77)
+        exact = [
+            {str(p.id): p.score for p in r.points}
+            for r in store.client.query_batch_points(
+                "kb",
+                requests=[
+                    models.QueryRequest(
+                        query=q.tolist(),
+                        using=DENSE,
+                        limit=10,
+                        filter=flt,
+                        params=models.SearchParams(exact=True),
+                    )
+                    for q in queries
+                ],
+            )
+        ]
+        found = [store.search(dense=q, sparse=None, limit=10, query_filter=flt)[0] for q in queries]
+        recall = np.mean(
+            [len(e.keys() & {h.record.point_id for h in f}) / 10 for e, f in zip(exact, found, strict=True)]
+        )
+        assert recall >= 0.98, recall
+        # Rescored: the scores are the original vectors' (a quantized score is off by ~1e-2).
+        shared = [
+            (e[h.record.point_id], h.score)
+            for e, f in zip(exact, found, strict=True)
+            for h in f
+            if h.record.point_id in e
+        ]
+        assert max(abs(a - b) for a, b in shared) < 1e-4
     finally:
         store.close()
