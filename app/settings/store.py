@@ -4,11 +4,74 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta
 
 from app.settings.base import PositiveFloat, PositiveInt, _Section
 
-__all__ = ["StoreSettings"]
+__all__ = ["ClusterSettings", "Quantization", "StoreSettings"]
+
+Quantization = Literal["none", "int8"]
+"""Vector quantization of a server collection: ``int8`` is scalar quantization (a byte per
+dimension instead of four), searched first and rescored with the full vectors."""
+
+
+class ClusterSettings(_Section, frozen=True):
+    """Collection settings for a Qdrant server or cluster (``QDRANT_URL``), applied when kb
+    creates the collection; an existing collection keeps the settings it was created with. The
+    embedded engines ignore them and say so once when the store opens. See docs/scaling.md."""
+
+    shard_number: PositiveInt | None = None
+    """Shards the collection is split into, fixed at creation; None: the server's choice (one
+    per node of the cluster at that time). More shards than nodes leave room to add nodes."""
+
+    replication_factor: PositiveInt = 1
+    """Copies of each shard, on different nodes: 2 survives the loss of a node."""
+
+    write_consistency_factor: PositiveInt = 1
+    """Copies that must acknowledge a write before it succeeds, at most ``replication_factor``."""
+
+    on_disk_payload: bool = True
+    """Keep payloads (chunk text and metadata) on disk, read when a hit is returned, rather
+    than in RAM: what most of a point's bytes are."""
+
+    on_disk_vectors: bool = False
+    """Keep the original dense vectors on disk (memory-mapped) rather than in RAM. With
+    ``quantization``, searches run on the quantized copy in RAM and read the originals only to
+    rescore."""
+
+    quantization: Quantization = "none"
+    """``int8``: scalar quantization of the dense vectors, a quarter of their memory; each
+    search is rescored with the original vectors (``rescore``, ``oversampling``)."""
+
+    quantization_quantile: Annotated[float, Meta(ge=0.5, le=1.0)] = 0.99
+    """Share of vector components the int8 range covers; the rest (outliers) are clipped."""
+
+    quantization_always_ram: bool = True
+    """Keep the quantized vectors in RAM even when ``on_disk_vectors`` is set."""
+
+    rescore: bool = True
+    """Re-rank the quantized search's candidates with the original vectors (at query time)."""
+
+    oversampling: Annotated[float, Meta(ge=1.0, le=16.0)] = 2.0
+    """Candidates the quantized search fetches per result wanted, before rescoring."""
+
+    def __post_init__(self) -> None:
+        if self.write_consistency_factor > self.replication_factor:
+            raise ValueError(
+                f"store.cluster.write_consistency_factor ({self.write_consistency_factor}) must not "
+                f"exceed store.cluster.replication_factor ({self.replication_factor}): a write "
+                "would wait for copies that do not exist"
+            )
+
+    def differences(self) -> list[str]:
+        """The names of the settings that differ from their defaults (``store.cluster.*``)."""
+        default = ClusterSettings()
+        return [
+            f"store.cluster.{name}"
+            for name in self.__struct_fields__
+            if getattr(self, name) != getattr(default, name)
+        ]
 
 
 class StoreSettings(_Section, frozen=True):
@@ -32,13 +95,19 @@ class StoreSettings(_Section, frozen=True):
     enough there and always returns the true nearest neighbours. Above it, ``kb store optimize``
     builds the index (never ``kb ingest``: it takes minutes). Measured in docs/store.md."""
 
-    hnsw_ef: Annotated[int, Meta(ge=16, le=4096)] = 512
+    hnsw_ef: Annotated[int, Meta(ge=16, le=4096)] = 1024
     """Candidates an HNSW search explores (Edge and server): larger is slower and closer to
-    exact. At 256, recall@10 against exact search measured 0.974 to 0.998 between index builds;
-    at 512 it measured 1.0, no slower (docs/store.md, bench/bench_store.py)."""
+    exact. Recall@10 against exact search falls with the collection's size at a fixed value;
+    this one was chosen for recall@10 >= 0.98 at 100,000 chunks (docs/store.md, measured with
+    bench/bench_store.py)."""
 
     hnsw_m: Annotated[int, Meta(ge=4, le=128)] = 16
-    """Edges per node of the HNSW graph, fixed when the index is built (Edge)."""
+    """Edges per node of the HNSW graph, fixed when the index is built (Edge), or when the
+    collection is created (server)."""
 
     hnsw_ef_construct: Annotated[int, Meta(ge=16, le=4096)] = 128
-    """Candidates explored while the HNSW graph is built (Edge): better graphs, slower builds."""
+    """Candidates explored while the HNSW graph is built (Edge and server): better graphs,
+    slower builds."""
+
+    cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
+    """How a Qdrant server or cluster lays out the collection (``[store.cluster]``)."""

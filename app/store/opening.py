@@ -5,20 +5,44 @@ default) or qdrant-client's local mode in ``<data_dir>/qdrant`` (``"local"``, wh
 before). A store that local mode filled is not read by Edge: opening Edge while only the old
 store holds the collection is refused with what to do (``kb store migrate``, or re-ingest),
 rather than answering every question from an empty store.
+
+A server creates the collection with ``store.cluster`` (``server_layout``). The embedded engines
+have no shards, replicas or quantization: what they ignore of the configuration, when it differs
+from the defaults, is logged once, when the store opens (``store_settings_ignored``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qdrant_client import QdrantClient
+import structlog
+from qdrant_client import QdrantClient, models
 
 from app.errors import StoreLockedError, StoreUnavailableError
-from app.settings import Settings
+from app.settings import Settings, StoreSettings
 from app.store.edge import EdgeClient, EdgeIndexing
-from app.store.qdrant import QdrantStore
+from app.store.qdrant import CollectionLayout, QdrantStore
 
-__all__ = ["LegacyStoreError", "edge_path", "legacy_collection", "open_local_store", "open_store"]
+__all__ = [
+    "LegacyStoreError",
+    "edge_path",
+    "ignored_settings",
+    "legacy_collection",
+    "open_local_store",
+    "open_store",
+    "server_layout",
+]
+
+log = structlog.get_logger("kb.store")
+
+# What qdrant-client's local mode ignores beyond ``store.cluster``: it searches by brute force.
+_LOCAL_IGNORES = ("exact_search_points", "hnsw_ef", "hnsw_m", "hnsw_ef_construct")
+_WHY_IGNORED = {
+    "edge": "the embedded store is one local shard with no replicas or quantization; "
+    "store.cluster applies to a Qdrant server (QDRANT_URL)",
+    "local": "qdrant-client's local mode searches by brute force, with no index, shards, "
+    "replicas or quantization; these apply to Qdrant Edge or a Qdrant server",
+}
 
 
 class LegacyStoreError(StoreUnavailableError):
@@ -64,9 +88,12 @@ def open_store(settings: Settings) -> QdrantStore:
             upsert_batch_size=store.upsert_batch_size,
             location=secrets.qdrant_url,
             hnsw_ef=store.hnsw_ef,
+            layout=server_layout(store),
         )
     if store.engine == "local":
-        return open_local_store(settings)
+        local = open_local_store(settings)
+        _say_ignored(settings, "local")
+        return local
     root = edge_path(settings)
     edge = EdgeClient(
         root,
@@ -87,6 +114,7 @@ def open_store(settings: Settings) -> QdrantStore:
             f"re-embedding), or move {settings.qdrant_path} away and run `kb ingest` again, or keep "
             'the old engine with store.engine = "local" (KB_STORE__ENGINE=local).'
         )
+    _say_ignored(settings, "edge")
     return QdrantStore(
         edge,
         store.collection,
@@ -94,6 +122,59 @@ def open_store(settings: Settings) -> QdrantStore:
         location=str(root),
         hnsw_ef=store.hnsw_ef,
     )
+
+
+def server_layout(store: StoreSettings) -> CollectionLayout:
+    """How a server creates the collection, and the quantization its searches ask for."""
+    cluster = store.cluster
+    quantization = search = None
+    if cluster.quantization == "int8":
+        quantization = models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8,
+                quantile=cluster.quantization_quantile,
+                always_ram=cluster.quantization_always_ram,
+            )
+        )
+        search = models.QuantizationSearchParams(rescore=cluster.rescore, oversampling=cluster.oversampling)
+    return CollectionLayout(
+        shard_number=cluster.shard_number,
+        replication_factor=cluster.replication_factor,
+        write_consistency_factor=cluster.write_consistency_factor,
+        on_disk_payload=cluster.on_disk_payload,
+        on_disk_vectors=cluster.on_disk_vectors,
+        hnsw=models.HnswConfigDiff(m=store.hnsw_m, ef_construct=store.hnsw_ef_construct),
+        quantization=quantization,
+        search=search,
+    )
+
+
+def ignored_settings(settings: Settings) -> list[str]:
+    """The store settings the configured engine does not apply, where they differ from their
+    defaults: ``store.cluster.*`` on either embedded engine, and HNSW settings in local mode."""
+    store = settings.store
+    if settings.secrets.qdrant_url:
+        return []
+    ignored = store.cluster.differences()
+    if store.engine == "local":
+        default = StoreSettings()
+        ignored += [
+            f"store.{name}" for name in _LOCAL_IGNORES if getattr(store, name) != getattr(default, name)
+        ]
+    return ignored
+
+
+def _say_ignored(settings: Settings, engine: str) -> None:
+    # Called once per opened store, after it opened: a locked store retried by every request
+    # does not repeat it, and a process opens its store once.
+    ignored = ignored_settings(settings)
+    if ignored:
+        log.warning(
+            "store_settings_ignored",
+            engine=engine,
+            settings=ignored,
+            reason=_WHY_IGNORED[engine],
+        )
 
 
 def open_local_store(settings: Settings) -> QdrantStore:

@@ -5,6 +5,11 @@ The same code runs on every engine (``app.store.protocol.StoreClient``): Qdrant 
 local mode (``store.engine = "local"``); ``app.store.opening`` picks one. The collection's metadata records the embedding model
 and dimension that filled it; opening it with another model is refused. Every write names the
 tenant it writes for, and touches that tenant's chunks only (``app.store.tenants``).
+
+On a server, the collection is created with the layout of ``store.cluster`` (``CollectionLayout``:
+shards, replication, on-disk storage, HNSW, quantization). Several ``kb ingest --shard`` processes
+may create it at once; the ones that lose that race take "already exists" as success and check
+the model the winner recorded.
 """
 
 from __future__ import annotations
@@ -13,19 +18,20 @@ import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
 from qdrant_client import models
 
-from app.errors import ModelMismatchError, StoreUnavailableError
+from app.errors import KBError, ModelMismatchError, StoreUnavailableError
 from app.records import ChunkRecord, SearchHit, SparseTerms
 from app.store.edge import EdgeClient
 from app.store.filters import path_prefixes
 from app.store.protocol import StoreClient
 from app.store.tenants import TENANT_FIELD, owned_by, untenanted
 
-__all__ = ["DENSE", "SPARSE", "DocumentState", "QdrantStore"]
+__all__ = ["DENSE", "SPARSE", "CollectionLayout", "DocumentState", "QdrantStore"]
 
 DENSE = "dense"
 SPARSE = "lexical"
@@ -40,6 +46,38 @@ _INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
 }
 # Document ids per re-binding request: one filter condition each, kept to a modest size.
 _SET_SOURCE_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionLayout:
+    """How a server lays out a collection it creates, and the quantization searches ask for.
+
+    The default asks for nothing (the engine's own defaults): what the embedded engines get,
+    which take none of these. ``app.store.opening`` builds a server's from ``store.cluster``.
+    """
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    on_disk_payload: bool | None = None
+    on_disk_vectors: bool | None = None
+    hnsw: models.HnswConfigDiff | None = None
+    quantization: models.ScalarQuantization | None = None
+    search: models.QuantizationSearchParams | None = None
+    """Query-time quantization parameters (rescoring, oversampling); with ``quantization`` only."""
+
+    def create_options(self) -> dict[str, Any]:
+        """The ``create_collection`` arguments beyond the vectors: only those that are set, so
+        an engine that takes none of them (Edge) is called as before."""
+        options: dict[str, Any] = {
+            "shard_number": self.shard_number,
+            "replication_factor": self.replication_factor,
+            "write_consistency_factor": self.write_consistency_factor,
+            "on_disk_payload": self.on_disk_payload,
+            "hnsw_config": self.hnsw,
+            "quantization_config": self.quantization,
+        }
+        return {name: value for name, value in options.items() if value is not None}
 
 
 @dataclass(slots=True)
@@ -75,14 +113,21 @@ class QdrantStore:
         upsert_batch_size: int = 256,
         location: str = "",
         hnsw_ef: int | None = None,
+        layout: CollectionLayout | None = None,
     ) -> None:
         """``hnsw_ef`` is the HNSW beam of searches (``store.hnsw_ef``); None leaves it to the
-        engine. Exact (unindexed) segments ignore it."""
+        engine. Exact (unindexed) segments ignore it. ``layout`` is how a server creates the
+        collection (``store.cluster``); None asks for nothing beyond the vectors."""
         self.client = client
         self.collection = collection
         self.location = location or collection
         self._upsert_batch_size = upsert_batch_size
-        self._params = models.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None else None
+        self.layout = layout or CollectionLayout()
+        self._params = (
+            models.SearchParams(hnsw_ef=hnsw_ef, quantization=self.layout.search)
+            if hnsw_ef is not None or self.layout.search is not None
+            else None
+        )
 
     # -- collection lifecycle -------------------------------------------------------------
 
@@ -101,13 +146,37 @@ class QdrantStore:
             self.check_model(model_name=model_name, dimension=dimension)
             self.ensure_indexes()
             return
-        self.client.create_collection(
-            self.collection,
-            vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata={"embedding_model": model_name, "dimension": dimension, "lexical": lexical_version},
+        dense = models.VectorParams(
+            size=dimension, distance=models.Distance.COSINE, on_disk=self.layout.on_disk_vectors
         )
+        try:
+            self.client.create_collection(
+                self.collection,
+                vectors_config={DENSE: dense},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                metadata={"embedding_model": model_name, "dimension": dimension, "lexical": lexical_version},
+                **self.layout.create_options(),
+            )
+        except Exception as exc:
+            # Another process (``kb ingest --shard`` beside this one) created it between the check
+            # above and this call: a server answers "already exists", which is success here, once
+            # the collection is seen and was created for this model. The error is recognised by
+            # looking again, not by its wording, which differs between engines and versions.
+            if not self._created_by_another():
+                if isinstance(exc, KBError):
+                    raise
+                raise StoreUnavailableError(
+                    f"cannot create collection {self.collection!r} at {self.location}: {exc}"
+                ) from exc
+            self.check_model(model_name=model_name, dimension=dimension)
         self.ensure_indexes()
+
+    def _created_by_another(self) -> bool:
+        """Whether the collection exists after a failure to create it: another process made it."""
+        try:
+            return self.exists()
+        except StoreUnavailableError:
+            return False
 
     def ensure_indexes(self) -> None:
         """Create the payload indexes that are missing (a collection made by an older version
