@@ -91,7 +91,12 @@ def main() -> None:
     settings = load_settings()
     embedder = SentenceTransformerEmbedder(settings.embedding)
     with tempfile.TemporaryDirectory(prefix="kb-calibrate-") as tmp:
-        questions = collect(args.data or Path(tmp), embedder=embedder, refit=fit, sets=args.sets.split(","))
+        questions = collect(
+            args.data or Path(tmp),
+            embedder=embedder,
+            refit=fit,
+            sets=args.sets.split(","),
+        )
     held_out = [q for q in questions if not q.fit]
     chosen = settings.retrieval.relevance_floor
     for name in [s for s in SETS if s in args.sets]:

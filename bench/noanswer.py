@@ -1,6 +1,6 @@
 """Does retrieval say `empty` when the knowledge base has no answer, without losing answers?
 
-    python bench/noanswer.py [--data DIR] [--split held-out|fit|all] [--json]
+    python bench/noanswer.py [--data DIR] [--split held-out|fit|all] [--json] [--show]
 
 Two labelled sets (bench/data/noanswer/README.md):
 
@@ -46,7 +46,11 @@ from app.embedding import Embedder, SentenceTransformerEmbedder
 from app.evaluation.metrics import answer_in_texts
 from app.evaluation.runner import EvalSession, eval_settings
 from app.records import ScoredChunk
-from app.retrieval.calibration import RELEVANCE_MODEL, JudgedChunk, RelevanceModel
+from app.retrieval.calibration import (
+    RELEVANCE_MODEL,
+    JudgedChunk,
+    RelevanceModel,
+)
 from app.retrieval.policy import relevant_candidates
 
 __all__ = [
@@ -147,6 +151,7 @@ def collect(
             say(f"{name}: {session.chunks} chunks ({report.unchanged} unchanged) from {docs}")
             for question, answerable, answers, fit in rows:
                 judged = session.services.retriever.judge(question, mode="hybrid")
+                candidates = judged.candidates
                 questions.append(
                     Question(
                         set=name,
@@ -154,7 +159,7 @@ def collect(
                         answerable=answerable,
                         answers=answers,
                         fit=fit,
-                        candidates=judged.candidates,
+                        candidates=candidates,
                         lexical_alone=judged.lexical_alone,
                         min_share=judged.min_share,
                         contexts={},
@@ -244,7 +249,10 @@ def main() -> None:
     embedder = SentenceTransformerEmbedder(settings.embedding)
     with tempfile.TemporaryDirectory(prefix="kb-noanswer-") as tmp:
         questions = collect(
-            args.data or Path(tmp), embedder=embedder, thresholds=thresholds, sets=args.sets.split(",")
+            args.data or Path(tmp),
+            embedder=embedder,
+            thresholds=thresholds,
+            sets=args.sets.split(","),
         )
     part = {
         "held-out": [q for q in questions if not q.fit],

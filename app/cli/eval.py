@@ -84,6 +84,7 @@ def eval_command(
         modes = MODES if mode == "all" else (cast("RetrieverMode", mode or base.retrieval.mode),)
         data_dir = keep_data or Path(tempfile.mkdtemp(prefix="kb-eval-"))
         try:
+            from app.embedding import build_embedder
             from app.evaluation.runner import eval_settings, evaluate_dataset
 
             reports = evaluate_dataset(
@@ -93,6 +94,8 @@ def eval_command(
                 fusion=cast("FusionName | None", fusion),
                 limit=limit_queries,
                 docs_dir=docs_dir,
+                # Built on the configured data_dir: an ONNX export is made once there, not per run.
+                embedder=build_embedder(base),
                 say=(lambda _message: None) if as_json else (lambda message: click.echo(message, err=True)),
             )
         finally:
@@ -138,13 +141,24 @@ def format_reports(reports: Sequence[RetrievalReport] | Sequence[QAReport]) -> s
             f"{answers.dataset}: {answers.queries} questions, {answers.chunks} chunks, "
             f"{answers.fusion} fusion, answers by {answers.provider}"
         )
-        quality = [f"AR{k}" for k in answers.answer_recall] + ["EM", "F1"]
+        quality = [f"AR{k}" for k in answers.answer_recall] + [
+            "EM",
+            "F1",
+            "gold in answer",
+            "... of reached",
+            "median words",
+            "answer p50/p95 ms",
+        ]
         rows = [
             [
                 r.mode,
                 *(f"{v:.3f}" for v in r.answer_recall.values()),
                 f"{r.exact_match:.3f}",
                 f"{r.token_f1:.3f}",
+                f"{r.gold_in_answer:.3f}",
+                f"{r.gold_in_answer_reached:.3f} of {r.reached_context}",
+                f"{r.median_answer_words:.0f}",
+                f"{r.answer_ms.p50:.1f}/{r.answer_ms.p95:.1f}" if r.answer_ms else "-",
             ]
             for r in qa
         ]

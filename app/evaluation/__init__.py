@@ -18,9 +18,11 @@ from app.evaluation.datasets import (
 )
 from app.evaluation.metrics import (
     LatencySummary,
+    answer_contains,
     answer_in_texts,
     answer_recall_at_k,
     exact_match,
+    median,
     mrr_at_k,
     ndcg_at_k,
     normalize_answer,
@@ -32,7 +34,15 @@ from app.evaluation.metrics import (
 )
 
 _RUNNER_EXPORTS = frozenset(
-    {"EvalSession", "QAReport", "RankingMetrics", "RetrievalReport", "eval_settings", "evaluate_dataset"}
+    {
+        "EvalSession",
+        "QAOutcome",
+        "QAReport",
+        "RankingMetrics",
+        "RetrievalReport",
+        "eval_settings",
+        "evaluate_dataset",
+    }
 )
 
 __all__ = [
@@ -42,10 +52,12 @@ __all__ = [
     "EvalSession",
     "LatencySummary",
     "QAItem",
+    "QAOutcome",
     "QAReport",
     "Query",
     "RankingMetrics",
     "RetrievalReport",
+    "answer_contains",
     "answer_in_texts",
     "answer_recall_at_k",
     "detect_dataset_kind",
@@ -54,6 +66,7 @@ __all__ = [
     "exact_match",
     "load_beir",
     "load_qa",
+    "median",
     "mrr_at_k",
     "ndcg_at_k",
     "normalize_answer",

@@ -10,7 +10,8 @@ the caller maps chunks to their document ids; repeats are then dropped (first oc
 its place) *before* the cut at ``k``, so the metrics rank distinct documents, as BEIR does.
 
 Answer metrics (``normalize_answer``, ``exact_match``, ``token_f1``) reproduce the official
-SQuAD v1.1 evaluation script.
+SQuAD v1.1 evaluation script; ``answer_contains`` (the gold span said somewhere in the answer)
+uses the same normalisation.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import msgspec
 
 __all__ = [
     "LatencySummary",
+    "answer_contains",
     "answer_in_texts",
     "answer_recall_at_k",
     "exact_match",
     "mean",
+    "median",
     "mrr_at_k",
     "ndcg_at_k",
     "normalize_answer",
@@ -109,6 +112,11 @@ def mrr_at_k(ranked_ids: Sequence[str], judgements: Mapping[str, int], k: int = 
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean; 0.0 for no values (an empty report, not a crash)."""
     return sum(values) / len(values) if values else 0.0
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value (mean of the two middle ones for an even count); 0.0 for no values."""
+    return percentile(values, 50.0) if values else 0.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -207,6 +215,19 @@ def token_f1(prediction: str, golds: Sequence[str]) -> float:
     """Best token-overlap F1 of the prediction against any gold answer (SQuAD v1.1)."""
     _require_golds(golds)
     return max(_f1(prediction, gold) for gold in golds)
+
+
+def answer_contains(prediction: str, golds: Sequence[str]) -> float:
+    """1.0 if a normalised gold answer occurs, as whole words, in the normalised prediction.
+
+    The lenient cousin of ``exact_match`` for answerers that reply in sentences: the gold span
+    must be said, but other words may surround it. Normalisation is SQuAD's, so case, punctuation
+    and articles do not matter. A gold answer that normalises to nothing never matches.
+    """
+    _require_golds(golds)
+    predicted = f" {normalize_answer(prediction)} "
+    needles = [needle for needle in (normalize_answer(gold) for gold in golds) if needle]
+    return max((float(f" {needle} " in predicted) for needle in needles), default=0.0)
 
 
 def _fold(text: str) -> str:

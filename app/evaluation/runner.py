@@ -44,16 +44,19 @@ from app.evaluation.datasets import (
 )
 from app.evaluation.metrics import (
     LatencySummary,
+    answer_contains,
+    answer_in_texts,
     answer_recall_at_k,
     exact_match,
     mean,
+    median,
     mrr_at_k,
     ndcg_at_k,
     recall_at_k,
     summarize,
     token_f1,
 )
-from app.pipeline import SYSTEM_CALLER, AskRequest, DeltaEvent
+from app.pipeline import SYSTEM_CALLER, AskRequest, DeltaEvent, DoneEvent
 from app.records import ScoredChunk
 from app.services import Services, build_services
 from app.settings import FusionName, RetrieverMode, Settings
@@ -67,6 +70,7 @@ __all__ = [
     "MODES",
     "STAGES",
     "EvalSession",
+    "QAOutcome",
     "QAReport",
     "RankingMetrics",
     "RetrievalReport",
@@ -81,6 +85,8 @@ STAGES = ("embed", "search", "expand", "fuse", "rank", "total")
 ranking (rank + budget), sum."""
 ANSWER_KS = (1, 3, 5, 10)
 _UNBOUNDED_CONTEXT = 200_000
+_EVAL_RETRIEVAL_TIMEOUT_S = 120.0
+"""Retrieval timeout of the answers asked through /ask's path: long enough never to fire."""
 
 
 class RankingMetrics(msgspec.Struct, kw_only=True):
@@ -111,6 +117,17 @@ class RetrievalReport(msgspec.Struct, kw_only=True):
     """query id → nDCG@10 after ranking, for paired comparisons between modes."""
 
 
+class QAOutcome(msgspec.Struct, kw_only=True):
+    """One question of a QA run: what reached the prompt and what the answerer made of it."""
+
+    reached: bool
+    """Whether a gold answer is in the chunks /ask puts in the prompt (default ``top_k``)."""
+    gold_in_answer: bool
+    f1: float
+    words: int
+    answer: str
+
+
 class QAReport(msgspec.Struct, kw_only=True):
     """Answer quality of one retriever mode on a QA set."""
 
@@ -125,7 +142,20 @@ class QAReport(msgspec.Struct, kw_only=True):
     provider: str
     exact_match: float
     token_f1: float
+    gold_in_answer: float
+    """Share of questions whose gold answer (SQuAD-normalised, whole words) is in the answer text."""
+    reached_context: int
+    """Questions whose gold answer is in the chunks /ask puts in the prompt (default ``top_k``)."""
+    gold_in_answer_reached: float
+    """``gold_in_answer`` over those questions only: what the answerer makes of a good context."""
+    median_answer_words: float
     latency_ms: dict[str, LatencySummary]
+    """Retrieval and ranking, per stage."""
+    answer_ms: LatencySummary | None = None
+    """Time the provider took per answer (the pipeline's ``generate`` stage), in milliseconds."""
+    per_query: dict[str, QAOutcome] = msgspec.field(default_factory=dict)
+    """question id → its outcome and answer text (the answers are deterministic: two runs over
+    the same store give the same texts)."""
 
 
 def eval_settings(base: Settings, data_dir: Path, name: str) -> Settings:
@@ -141,6 +171,12 @@ def eval_settings(base: Settings, data_dir: Path, name: str) -> Settings:
         ingest=msgspec.structs.replace(base.ingest, tenant=SYSTEM_CALLER.tenant),
         # Every question is answered afresh: a kept store (--keep-data) must not replay answers.
         answers=msgspec.structs.replace(base.answers, answer_cache="off"),
+        # The answers are asked through /ask's own path, retrieval timeout included; on a busy
+        # machine that would turn slow searches into "timeout" answers and the figures into a
+        # measure of load (the retrieval-only figures skip the timeout for the same reason).
+        retrieval=msgspec.structs.replace(
+            base.retrieval, timeout_s=max(base.retrieval.timeout_s, _EVAL_RETRIEVAL_TIMEOUT_S)
+        ),
     )
 
 
@@ -258,17 +294,32 @@ class EvalSession:
     def evaluate_qa(
         self, name: str, items: Sequence[QAItem], mode: RetrieverMode, *, fusion: FusionName | None = None
     ) -> QAReport:
-        """Answer-recall@k of the prompt's chunks, and EM / F1 of the extractive answerer."""
+        """Answer-recall@k of the prompt's chunks, and the offline answerer's answers against the
+        golds: EM / F1 (SQuAD), the gold span in the answer (over all questions and over those whose
+        answer reached the prompt), answer length and time."""
         top = max(ANSWER_KS)
+        default_top_k = self.settings.retrieval.top_k
+        template = self.services.prompts.answer(self.services.settings.prompts.version)
         recall: dict[int, list[float]] = {k: [] for k in ANSWER_KS}
+        reached: list[bool] = []
         timings: list[dict[str, float]] = []
         for item in items:
-            _, context, took = self.ask(item.question, mode, top, fusion=fusion)
+            candidates, context, took = self.ask(item.question, mode, top, fusion=fusion)
             texts = [chunk.record.text for chunk in context]
             for k in ANSWER_KS:
                 recall[k].append(answer_recall_at_k(item.answers, texts, k))
+            # What /ask itself puts in the prompt: the default top_k, not the widest k above.
+            prompt_chunks = self.services.pipeline.select_context(
+                candidates, default_top_k, template=template
+            )
+            reached.append(answer_in_texts(item.answers, [chunk.record.text for chunk in prompt_chunks]))
             timings.append(took)
-        answers = asyncio.run(self._answers([item.question for item in items], mode, fusion))
+        runs = asyncio.run(self._answers([item.question for item in items], mode, fusion))
+        answers = [text for text, _ in runs]
+        contains = [answer_contains(a, i.answers) for a, i in zip(answers, items, strict=True)]
+        f1 = [token_f1(a, i.answers) for a, i in zip(answers, items, strict=True)]
+        contains_reached = [c for c, r in zip(contains, reached, strict=True) if r]
+        generate = [ms for _, ms in runs if ms is not None]
         return QAReport(
             dataset=name,
             mode=mode,
@@ -280,27 +331,44 @@ class EvalSession:
             exact_match=round(
                 mean([exact_match(a, i.answers) for a, i in zip(answers, items, strict=True)]), 4
             ),
-            token_f1=round(mean([token_f1(a, i.answers) for a, i in zip(answers, items, strict=True)]), 4),
+            token_f1=round(mean(f1), 4),
+            gold_in_answer=round(mean(contains), 4),
+            reached_context=len(contains_reached),
+            gold_in_answer_reached=round(mean(contains_reached), 4),
+            median_answer_words=median([float(len(a.split())) for a in answers]),
             latency_ms=_latency(timings),
+            answer_ms=_summary(generate) if generate else None,
+            per_query={
+                item.id: QAOutcome(
+                    reached=r, gold_in_answer=bool(c), f1=round(f, 4), words=len(a.split()), answer=a
+                )
+                for item, r, c, f, a in zip(items, reached, contains, f1, answers, strict=True)
+            },
         )
 
     async def _answers(
         self, questions: Sequence[str], mode: RetrieverMode, fusion: FusionName | None
-    ) -> list[str]:
-        """The full /ask pipeline's answer text for each question (default top_k and budget)."""
+    ) -> list[tuple[str, float | None]]:
+        """The full /ask pipeline's answer text for each question (default top_k and budget),
+        with the milliseconds the provider took (None when there was no answer)."""
         pipeline = self.services.pipeline
-        answers: list[str] = []
+        answers: list[tuple[str, float | None]] = []
         for question in questions:
             try:
                 prepared = await pipeline.prepare(
                     AskRequest(question=question, stream=False), caller=SYSTEM_CALLER
                 )
             except KBError:
-                answers.append("")  # /ask would refuse it (too long): no answer, scored as such
+                answers.append(("", None))  # /ask would refuse it (too long): no answer, scored as such
                 continue
-            events = pipeline.run(prepared, mode=mode, fusion=fusion)
-            parts = [event.text async for event in events if isinstance(event, DeltaEvent)]
-            answers.append("".join(parts))
+            parts: list[str] = []
+            generate: float | None = None
+            async for event in pipeline.run(prepared, mode=mode, fusion=fusion):
+                if isinstance(event, DeltaEvent):
+                    parts.append(event.text)
+                elif isinstance(event, DoneEvent):
+                    generate = event.timings_ms.get("generate")
+            answers.append(("".join(parts), generate))
         return answers
 
 
@@ -359,8 +427,12 @@ def _latency(timings: Sequence[dict[str, float]]) -> dict[str, LatencySummary]:
     for stage in STAGES:
         values = [t[stage] for t in timings if stage in t]
         if values:
-            summary = summarize(values)
-            out[stage] = LatencySummary(
-                p50=round(summary.p50, 3), p95=round(summary.p95, 3), mean=round(summary.mean, 3), n=summary.n
-            )
+            out[stage] = _summary(values)
     return out
+
+
+def _summary(values: Sequence[float]) -> LatencySummary:
+    summary = summarize(values)
+    return LatencySummary(
+        p50=round(summary.p50, 3), p95=round(summary.p95, 3), mean=round(summary.mean, 3), n=summary.n
+    )

@@ -141,6 +141,8 @@ def test_evaluation_uses_a_throwaway_collection_and_the_offline_answerer(tmp_pat
     assert settings.secrets.redis_url is None  # nor shared state (conversations, cached answers)
     assert settings.answers.answer_cache == "off"  # every question answered afresh
     assert settings.generation.provider == "extractive"
+    # Answers go through /ask's path; its retrieval timeout must not turn load into "timeout".
+    assert settings.retrieval.timeout_s >= 60.0 > base.retrieval.timeout_s
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -189,6 +191,24 @@ def test_a_question_set_reports_answer_recall_and_squad_scores(embedder, tmp_pat
     # The extractive answerer quotes whole sentences: exact match is 0, overlap is partial.
     assert report.exact_match == 0.0
     assert 0.0 < report.token_f1 < 1.0
+    # Answer-level figures, from the same answers, question by question.
+    outcomes = list(report.per_query.values())
+    assert len(outcomes) == report.queries
+    assert report.reached_context == sum(o.reached for o in outcomes) > 0
+    assert report.gold_in_answer == round(sum(o.gold_in_answer for o in outcomes) / report.queries, 4)
+    reached = [o.gold_in_answer for o in outcomes if o.reached]
+    assert report.gold_in_answer_reached == round(sum(reached) / len(reached), 4)
+    assert report.gold_in_answer > 0.0  # the answerer quotes some gold spans on this easy set
+    words = sorted(o.words for o in outcomes)
+    assert report.median_answer_words == (words[3] + words[4]) / 2  # eight questions
+    assert all(o.words == len(o.answer.split()) for o in outcomes)
+    assert report.answer_ms is not None and report.answer_ms.n == report.queries
+
+    # Deterministic: the same store and questions give the same answers.
+    [again] = evaluate_dataset(EVAL_DATA / "qa-mini", settings, modes=["hybrid"], embedder=embedder)
+    assert {k: o.answer for k, o in again.per_query.items()} == {
+        k: o.answer for k, o in report.per_query.items()
+    }
 
 
 def test_a_qa_sets_documents_can_live_elsewhere(embedder, tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ import pytest
 
 from app.evaluation import (
     LatencySummary,
+    answer_contains,
     answer_in_texts,
     answer_recall_at_k,
     exact_match,
+    median,
     mrr_at_k,
     ndcg_at_k,
     normalize_answer,
@@ -229,3 +231,26 @@ def test_bootstrap_is_reproducible_and_checks_its_confidence() -> None:
     assert paired_bootstrap([]) == (0.0, 0.0)
     with pytest.raises(ValueError):
         paired_bootstrap(diffs, confidence=1.0)
+
+
+# --- the gold span in a sentence-long answer ---------------------------------------------------
+
+
+def test_answer_contains_finds_the_normalised_gold_as_whole_words() -> None:
+    answer = "The default chunk size is 200 tokens, with 32 tokens of overlap. [1]"
+    assert answer_contains(answer, ["200 Tokens"]) == 1.0  # case and punctuation folded
+    assert answer_contains(answer, ["the 32 tokens"]) == 1.0  # articles dropped, as SQuAD does
+    assert answer_contains(answer, ["20"]) == 0.0  # "200" is not "20": whole words only
+    assert answer_contains(answer, ["nothing here", "32 tokens"]) == 1.0  # the best gold counts
+
+
+def test_answer_contains_never_matches_a_gold_that_normalises_to_nothing() -> None:
+    assert answer_contains("Anything at all.", ["the", "..."]) == 0.0
+    with pytest.raises(ValueError):
+        answer_contains("Anything at all.", [])
+
+
+def test_median_of_odd_and_even_counts_and_of_nothing() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    assert median([]) == 0.0

@@ -12,6 +12,7 @@ import pytest
 
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.generation.extractive import ExtractiveProvider, not_said
+from app.generation.extractive_text import looks_like_code
 from app.postprocess import extract_citations
 from app.prompting import Message, Prompt
 from app.records import RetrievalStatus, ScoredChunk
@@ -227,7 +228,7 @@ def test_not_said_finishes_with_what_the_question_asked_in_its_words(question: s
 # --- what is never quoted ----------------------------------------------------------------------
 
 
-async def test_table_rows_are_never_quoted() -> None:
+async def test_a_table_is_never_pasted_and_the_prose_beside_it_can_answer() -> None:
     context = (
         chunk(
             1,
@@ -237,8 +238,111 @@ async def test_table_rows_are_never_quoted() -> None:
         ),
     )
     answer, _, _ = await collect(provider(), prompt("Which port does the service listen on?", context))
+    assert "|" not in answer and "---" not in answer
+    assert "The service listens on port 8000 unless server.port says otherwise." in quoted_lines(answer)
+
+
+# Tables as ingestion hands them on: one line per row, cells separated by " | ", header first.
+SETTINGS_TABLE = (
+    "The defaults below are checked against the settings structs.\n\n"
+    "key | default | meaning\n"
+    "data_dir | ./data | where the embedded store and local state live\n"
+    "embedding.model | all-MiniLM-L6-v2 | sentence-transformers model name or folder\n"
+    "retrieval.top_k | 6 | how many sources may reach the answer\n"
+    "server.port | 8000 | the HTTP port to listen on"
+)
+
+
+async def test_a_table_row_that_answers_is_quoted_as_one_labelled_line() -> None:
+    context = (chunk(1, "Configuration", SETTINGS_TABLE, ("Configuration", "Important settings")),)
+    answer, _, _ = await collect(
+        provider(embedder=ConceptEmbedder()), prompt("What is the default embedding model?", context)
+    )
+    lines = quoted_lines(answer)
+    assert lines[0] == "embedding.model: default all-MiniLM-L6-v2; sentence-transformers model name or folder"
     assert "|" not in answer
-    assert quoted_lines(answer)[0] == "The service listens on port 8000 unless server.port says otherwise."
+    # A row is a fact; the rest of the table does not come along as padding.
+    assert sum(line.count(": default ") for line in lines) <= 2
+
+
+async def test_the_header_and_separator_rows_of_a_table_are_never_quoted() -> None:
+    text = "| key | default |\n| --- | --- |\n| server.port | 8000 |\n| server.host | 127.0.0.1 |"
+    answer, _, _ = await collect(
+        provider(), prompt("What is the default key?", (chunk(1, "Settings", text),))
+    )
+    assert "key: default" not in answer and "---" not in answer
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # What ingestion makes of fenced blocks: the fences are gone, the line breaks are kept.
+        "curl -N http://127.0.0.1:8000/ask -H 'content-type: application/json' \\\n"
+        '     -d \'{"question": "How do I ingest documents into the service?"}\'',
+        'HTTP/1.1 200 OK\ncontent-type: text/event-stream\nRateLimit-Policy: "ask";q=30;w=60',
+        '{"request_id":"a9c0cb3751b3415e86f59ab7aa24ef26","rating":"down","prompt_version":"answer@v1"}',
+        "export KB_GENERATION__PROVIDER=openai\nexport KB_GENERATION__OPENAI_MODEL=llama3.1:8b",
+        "$ kb keys hash --name ci --role user\nkey 0a1b2c3d4e5f (ci): shown only once.",
+    ],
+)
+async def test_code_that_lost_its_fences_is_never_quoted(code: str) -> None:
+    prose = "Send questions to the ask endpoint of the service with a JSON body."
+    after = "The answer streams back to the client as a sequence of server-sent events."
+    # In the middle of the chunk: a chunk's unfinished last line is left out for another reason.
+    text = f"{prose}\n\n{code}\n\n{after}"
+    question = f"How do I send questions to the service, as in {code.split()[0]}?"
+    answer, _, _ = await collect(
+        provider(sentences=4, embedder=ConceptEmbedder()), prompt(question, (chunk(1, "Asking", text),))
+    )
+    assert prose in quoted_lines(answer)
+    assert set(quoted_lines(answer)) <= {prose, after}, answer
+
+
+def test_prose_about_software_is_not_taken_for_code() -> None:
+    for prose in (
+        "The image sets KB_ENV=production, HF_HUB_OFFLINE=1 and KB_SERVER__WORKERS=1. Its command is kb serve.",
+        'A request the service refuses gets a JSON error of the form {"error": {"code"}}, at once.',
+        "- config/default.toml: overrides shared by every environment.\n- config/<env>.toml: overrides.",
+    ):
+        assert not looks_like_code(prose), prose
+
+
+async def test_a_list_whose_heading_answers_is_quoted_though_no_item_does_alone() -> None:
+    formats = chunk(
+        1,
+        "Ingesting",
+        "- Markdown (.md, .markdown): headings build the heading path and front matter gives the title.\n"
+        "- Plain text (.txt, .text).\n"
+        "- PDF (.pdf): text is extracted page by page and every chunk keeps its page number.\n"
+        "- Word (.docx): the heading styles build the heading path and each table row becomes one line.",
+        ("Ingesting documents", "Supported formats"),
+    )
+    other = chunk(
+        2,
+        "Ingesting",
+        "Other file types are skipped and listed in the summary as unsupported.",
+        ("Ingesting documents", "Supported formats"),
+    )
+    answer, _, _ = await collect(
+        provider(embedder=ConceptEmbedder()), prompt("Which file formats can I ingest?", (other, formats))
+    )
+    for name in ("Markdown", "Plain text", "PDF", "Word"):
+        assert name in answer, answer
+    assert not answer.startswith("Other file types")
+
+
+async def test_a_short_list_introduced_by_the_best_sentence_is_quoted_whole() -> None:
+    text = (
+        "Settings come from three places, the later winning:\n\n"
+        "- config/default.toml: overrides shared by every environment.\n"
+        "- config/<env>.toml: overrides for one environment, chosen with KB_ENV.\n"
+        "- Environment variables: KB_<SECTION>__<KEY> for any key."
+    )
+    answer, _, _ = await collect(
+        provider(), prompt("Where do settings come from?", (chunk(1, "Configuration", text),))
+    )
+    assert "chosen with KB_ENV" in answer  # the items whole, not their labels only
+    assert len(answer.split()) <= 60
 
 
 async def test_code_blocks_are_never_quoted() -> None:
