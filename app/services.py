@@ -88,8 +88,8 @@ class Services:
     async def ensure_store(self) -> str | None:
         """Open the store if it is not open yet, and check it answers; the problem, or None.
 
-        Runs on the retrieval worker, like every store call (the embedded store is not
-        thread-safe), within the retrieval timeout.
+        Runs on a store worker, ahead of queued searches (``Retriever.ping``), within the
+        retrieval timeout.
         """
         try:
             await asyncio.wait_for(self.retriever.ping(), self.settings.retrieval.timeout_s)
