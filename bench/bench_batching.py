@@ -38,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import msgspec
+from report import emit
 
 from app.config import load_settings
 from app.embedding import EmbeddingBatcher, SentenceTransformerEmbedder
@@ -254,10 +255,7 @@ def main() -> None:
         f"load {result['loadavg_start']} -> {result['loadavg_end']}",
         file=sys.stderr,
     )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

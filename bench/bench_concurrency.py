@@ -56,6 +56,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from report import emit
 
 __all__ = ["KbServer", "Outcome", "distinct_questions", "ingest", "serve_env"]
 
@@ -619,10 +620,7 @@ def main() -> None:
     args = parser.parse_args()
     args.tree = args.tree.resolve()
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     print(table(result), file=sys.stderr)
     if not args.no_png:
         baseline = json.loads(args.baseline.read_text()) if args.baseline else None

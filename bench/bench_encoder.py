@@ -35,6 +35,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
+from report import emit
 
 from app.config import load_settings
 from app.embedding import Embedder, build_embedder
@@ -189,11 +190,7 @@ def main() -> None:
         "loadavg_after": [round(x, 2) for x in load_after],
         "backends": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     print(
         f"{len(texts)} paragraphs (mean {report['paragraph_words_mean']} words), {len(asked)} queries, "
         f"{args.rounds} rounds, load {load_before[0]:.1f} -> {load_after[0]:.1f}",

@@ -16,7 +16,6 @@ JSON on stdout (and ``--out``), a table on stderr; the load average is recorded 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from report import emit
 
 from app.config import load_settings
 from app.embedding import Embedder, build_embedder
@@ -122,11 +123,7 @@ def main() -> None:
         "loadavg_after": [round(x, 2) for x in load_after],
         "backends": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     print(
         f"{args.folder} ({args.files or 'all'} files), configured backend {configured}, "
         f"load {load_before[0]:.1f} -> {load_after[0]:.1f}",

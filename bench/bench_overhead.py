@@ -52,6 +52,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from report import emit
 
 from bench.bench_concurrency import ROOT, FakeModel, KbServer, distinct_questions, ingest, serve_env
 
@@ -354,10 +355,7 @@ def main() -> None:
     if args.tree != ROOT:
         sys.path.insert(0, str(args.tree))  # the in-process arm imports the same code the server runs
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     print(table(result), file=sys.stderr)
 
 

@@ -48,6 +48,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qdrant_client import models
+from report import emit
 
 from app.config import load_settings
 from app.embedding import SentenceTransformerEmbedder
@@ -193,10 +194,7 @@ def main() -> None:
         "collection": found,
         "sizing": sizing(found),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     print(table(result), file=sys.stderr)
 
 

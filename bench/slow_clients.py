@@ -23,7 +23,6 @@ time. Not a test: timings depend on the machine, so nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import selectors
@@ -39,6 +38,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from report import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
@@ -362,10 +363,7 @@ def main() -> None:
         "loadavg": os.getloadavg(),
         "runs": runs,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     print(table(result), file=sys.stderr)
 
 
