@@ -294,8 +294,14 @@ class Retriever:
             timings["search"] = (time.perf_counter() - t1) * 1000
             return Judged(candidates=[], lexical_alone=False, timings=timings)
         if mode == "hybrid" and s.expansion_terms > 0:
+            # Expansion reads the sparse vectors of the best ``expansion_docs`` dense hits only.
             dense_hits, _ = self.store.search(
-                dense=query_vector, sparse=None, limit=limit, query_filter=query_filter, with_sparse=True
+                dense=query_vector,
+                sparse=None,
+                limit=limit,
+                query_filter=query_filter,
+                with_sparse=True,
+                sparse_limit=s.expansion_docs,
             )
             t_expand = time.perf_counter()
             profile = self._profile(question, index_terms, dense_hits, mode)
@@ -303,8 +309,13 @@ class Retriever:
                 sparse = self.expand(sparse, dense_hits, tenant=tenant)
             t_lexical = time.perf_counter()
             timings["expand"] = (t_lexical - t_expand) * 1000
+            # The points both searches return are fetched once.
             _, lexical_hits = self.store.search(
-                dense=None, sparse=sparse, limit=limit, query_filter=query_filter
+                dense=None,
+                sparse=sparse,
+                limit=limit,
+                query_filter=query_filter,
+                known={hit.record.point_id: hit for hit in dense_hits},
             )
             t2 = time.perf_counter()
             timings["search"] = (t_expand - t1 + t2 - t_lexical) * 1000

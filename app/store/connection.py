@@ -13,7 +13,7 @@ retrieval reports as its ``error`` status.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from qdrant_client import models
@@ -107,9 +107,17 @@ class StoreConnection:
         limit: int,
         query_filter: models.Filter | None = None,
         with_sparse: bool = False,
+        sparse_limit: int | None = None,
+        known: Mapping[str, SearchHit] | None = None,
     ) -> tuple[list[SearchHit], list[SearchHit]]:
         return self.connect().search(
-            dense=dense, sparse=sparse, limit=limit, query_filter=query_filter, with_sparse=with_sparse
+            dense=dense,
+            sparse=sparse,
+            limit=limit,
+            query_filter=query_filter,
+            with_sparse=with_sparse,
+            sparse_limit=sparse_limit,
+            known=known,
         )
 
     def sample_sparse(self, limit: int, *, query_filter: models.Filter | None = None) -> list[SparseTerms]:

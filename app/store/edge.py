@@ -312,6 +312,34 @@ class EdgeClient:
             for points in responses
         ]
 
+    def query_points(
+        self, collection_name: str, *, requests: Sequence[models.QueryRequest]
+    ) -> list[list[qe.ScoredPoint]]:
+        """``query_batch_points`` with Edge's own points as results, for callers that read them
+        directly (``QdrantStore.search``): building qdrant-client models from them costs more
+        than the search itself at these sizes."""
+        oversampling = _RESCORE_OVERSAMPLING if self.indexing.quantized else None
+        batch = qe.QueryBatchRequest(
+            [edge_query(r, default_ef=self.indexing.hnsw_ef, oversampling=oversampling) for r in requests]
+        )
+        return self._shard(collection_name).query_batch(batch)
+
+    def retrieve(
+        self,
+        collection_name: str,
+        ids: Sequence[Any],
+        *,
+        with_payload: bool = True,
+        with_vector: bool | Sequence[str] = False,
+    ) -> list[qe.Record]:
+        """The points of ``ids`` (as Edge returned them, or as qdrant-client names them), Edge's
+        own records; points that do not exist are left out."""
+        return self._shard(collection_name).retrieve(
+            [edge_id(point) for point in ids],
+            with_payload=with_payload,
+            with_vector=with_vector if isinstance(with_vector, bool) else list(with_vector),
+        )
+
     # -- upkeep ---------------------------------------------------------------------------------
 
     def dense_index(self, collection_name: str) -> str:

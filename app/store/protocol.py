@@ -11,7 +11,7 @@ store over both (tests/integration/test_store_contract.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -41,8 +41,12 @@ class SearchStore(Protocol):
         limit: int,
         query_filter: models.Filter | None = None,
         with_sparse: bool = False,
+        sparse_limit: int | None = None,
+        known: Mapping[str, SearchHit] | None = None,
     ) -> tuple[list[SearchHit], list[SearchHit]]:
-        """Dense and lexical candidates in one round trip: ``(dense_hits, lexical_hits)``."""
+        """Dense and lexical candidates in one round trip: ``(dense_hits, lexical_hits)``. With
+        ``with_sparse`` the dense hits carry their sparse vectors (the best ``sparse_limit`` of
+        them, when given); ``known`` hits (by point id) need not be fetched again."""
         ...
 
     def sample_sparse(self, limit: int, *, query_filter: models.Filter | None = None) -> list[SparseTerms]:

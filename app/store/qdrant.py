@@ -15,8 +15,9 @@ the model the winner recorded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -357,12 +358,27 @@ class QdrantStore:
         limit: int,
         query_filter: models.Filter | None = None,
         with_sparse: bool = False,
+        sparse_limit: int | None = None,
+        known: Mapping[str, SearchHit] | None = None,
     ) -> tuple[list[SearchHit], list[SearchHit]]:
         """Dense and lexical candidates in one round trip: ``(dense_hits, lexical_hits)``.
 
         Every hit carries its dense vector; with ``with_sparse`` the dense hits carry their
-        sparse vector too. Either query may be None (that retriever then returns nothing).
+        sparse vector too (only the best ``sparse_limit`` of them when it is given). Either query
+        may be None (that retriever then returns nothing). ``known``: hits of the same points
+        fetched already (by point id, e.g. a dense search's before the lexical one): a lexical
+        hit among them takes their record and vector instead of fetching them again.
         """
+        if isinstance(self.client, EdgeClient):
+            return self._search_edge(
+                self.client,
+                dense=dense,
+                sparse=sparse,
+                limit=limit,
+                query_filter=query_filter,
+                sparse_limit=(limit if sparse_limit is None else sparse_limit) if with_sparse else 0,
+                known=known or {},
+            )
         requests: list[models.QueryRequest] = []
         if dense is not None:
             requests.append(
@@ -393,6 +409,95 @@ class QdrantStore:
         results = [[_hit(point) for point in response.points] for response in responses]
         dense_hits = results.pop(0) if dense is not None else []
         lexical_hits = results.pop(0) if results else []
+        if with_sparse and sparse_limit is not None:
+            dense_hits = [
+                hit if n < sparse_limit else dataclasses.replace(hit, sparse=None)
+                for n, hit in enumerate(dense_hits)
+            ]
+        return dense_hits, lexical_hits
+
+    def _search_edge(
+        self,
+        client: EdgeClient,
+        *,
+        dense: np.ndarray | None,
+        sparse: SparseTerms | None,
+        limit: int,
+        query_filter: models.Filter | None,
+        sparse_limit: int,
+        known: Mapping[str, SearchHit],
+    ) -> tuple[list[SearchHit], list[SearchHit]]:
+        """``search`` on Qdrant Edge, reading the engine's points directly.
+
+        In process, a search costs little next to turning its points into Python objects (a
+        payload, 384 floats, a sparse vector each), all of it holding the GIL. So each point's
+        data is fetched once and only where it is used: a sparse vector for the ``sparse_limit``
+        best dense hits only; a lexical hit the caller knows already (``known``), or that the dense
+        search of the same batch returned, by id and score alone.
+        """
+        requests: list[models.QueryRequest] = []
+        if dense is not None:
+            requests.append(
+                models.QueryRequest(
+                    query=dense.tolist(),
+                    using=DENSE,
+                    limit=limit,
+                    filter=query_filter,
+                    params=self._params,
+                    with_payload=True,
+                    with_vector=[DENSE],
+                )
+            )
+        lexical = sparse is not None and len(sparse) > 0
+        if sparse is not None and lexical:
+            requests.append(
+                models.QueryRequest(
+                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE,
+                    limit=limit,
+                    filter=query_filter,
+                    with_payload=False,
+                    with_vector=False,
+                )
+            )
+        if not requests:
+            return [], []
+        responses = client.query_points(self.collection, requests=requests)
+        dense_points = responses.pop(0) if dense is not None else []
+        lexical_points = responses.pop(0) if lexical else []
+        found: dict[str, SearchHit] = dict(known)
+        dense_hits: list[SearchHit] = []
+        if dense_points:
+            with_terms = [point.id for point in dense_points[:sparse_limit]]
+            terms = (
+                {
+                    str(r.id): _edge_sparse(r.vector)
+                    for r in client.retrieve(
+                        self.collection, with_terms, with_payload=False, with_vector=[SPARSE]
+                    )
+                }
+                if with_terms
+                else {}
+            )
+            for point in dense_points:
+                pid = str(point.id)
+                hit = _edge_hit(point.payload, point.score, point.vector, terms.get(pid))
+                found.setdefault(pid, hit)
+                dense_hits.append(hit)
+        lexical_hits: list[SearchHit] = []
+        if lexical_points:
+            missing = [point.id for point in lexical_points if str(point.id) not in found]
+            if missing:
+                for r in client.retrieve(self.collection, missing, with_payload=True, with_vector=[DENSE]):
+                    found[str(r.id)] = _edge_hit(r.payload, 0.0, r.vector, None)
+            for point in lexical_points:
+                seen = found.get(str(point.id))
+                if seen is None:
+                    continue  # deleted between the search and the fetch: as if not found
+                # As the lexical search returns it: its BM25 score, its dense vector, no terms.
+                lexical_hits.append(
+                    SearchHit(record=seen.record, score=float(point.score), vector=seen.vector)
+                )
         return dense_hits, lexical_hits
 
     def sample_sparse(self, limit: int, *, query_filter: models.Filter | None = None) -> list[SparseTerms]:
@@ -417,6 +522,22 @@ def _sparse(vector: object) -> SparseTerms | None:
     if isinstance(vector, dict) and isinstance(found := vector.get(SPARSE), models.SparseVector):
         return SparseTerms(list(found.indices), list(found.values))
     return None
+
+
+def _edge_sparse(vector: object) -> SparseTerms | None:
+    found = vector.get(SPARSE) if isinstance(vector, dict) else None
+    return SparseTerms(list(found.indices), list(found.values)) if found is not None else None
+
+
+def _edge_hit(payload: object, score: float, vector: object, sparse: SparseTerms | None) -> SearchHit:
+    """A hit from Edge's own point data (no qdrant-client models in between)."""
+    dense = vector.get(DENSE) if isinstance(vector, dict) else None
+    return SearchHit(
+        record=msgspec.convert(payload, ChunkRecord),
+        score=float(score),
+        vector=None if dense is None else np.asarray(dense, dtype=np.float32),
+        sparse=sparse,
+    )
 
 
 def _hit(point: models.ScoredPoint) -> SearchHit:

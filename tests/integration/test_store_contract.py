@@ -219,6 +219,44 @@ def test_hits_carry_payload_dense_vector_and_on_request_the_sparse_one(store: Qd
     assert store.search(dense=None, sparse=None, limit=5) == ([], [])
 
 
+def test_only_the_best_dense_hits_carry_sparse_vectors_when_limited(store: QdrantStore) -> None:
+    records = [chunk("docs/a.md", i, count=6) for i in range(6)]
+    dense = write(store, records, tenant=DEFAULT_TENANT)
+
+    full, _ = store.search(dense=dense[0], sparse=None, limit=6, with_sparse=True)
+    limited, _ = store.search(dense=dense[0], sparse=None, limit=6, with_sparse=True, sparse_limit=2)
+
+    assert [h.record for h in limited] == [h.record for h in full]
+    assert [h.score for h in limited] == [h.score for h in full]
+    assert [h.sparse for h in limited[:2]] == [h.sparse for h in full[:2]]
+    assert all(h.sparse is not None for h in full)
+    assert all(h.sparse is None for h in limited[2:])
+
+
+def test_a_lexical_search_with_known_hits_returns_what_it_returns_without(store: QdrantStore) -> None:
+    records = [chunk("docs/a.md", i, count=8) for i in range(8)]
+    dense = write(store, records, tenant=DEFAULT_TENANT)
+    query = SparseTerms(sorted({i for t in terms(8, 0)[:3] for i in t.indices}), [])
+    query = SparseTerms(query.indices, [1.0] * len(query.indices))
+    dense_hits, _ = store.search(dense=dense[1], sparse=None, limit=3)
+
+    _, plain = store.search(dense=None, sparse=query, limit=8)
+    _, reused = store.search(
+        dense=None, sparse=query, limit=8, known={h.record.point_id: h for h in dense_hits}
+    )
+
+    assert len(plain) >= 3
+    assert [(h.record, h.score, h.sparse) for h in reused] == [(h.record, h.score, h.sparse) for h in plain]
+    assert all(
+        a.vector is not None and b.vector is not None and np.array_equal(a.vector, b.vector)
+        for a, b in zip(reused, plain, strict=True)
+    )
+    # Some of them were known, some were fetched: both ways give the same hit.
+    known_ids = {h.record.point_id for h in dense_hits}
+    assert {h.record.point_id for h in plain} & known_ids
+    assert {h.record.point_id for h in plain} - known_ids
+
+
 # --------------------------------------------------------------------------- the same answers
 
 
