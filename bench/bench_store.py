@@ -389,13 +389,25 @@ def main() -> None:
         "--local-budget-s", type=float, default=600.0, help="local mode's time per size (0: skip)"
     )
     parser.add_argument("--local-queries", type=int, default=10)
+    parser.add_argument("--hnsw-m", type=int, help="store.hnsw_m for this run (default: the setting's)")
+    parser.add_argument(
+        "--hnsw-ef-construct", type=int, help="store.hnsw_ef_construct for this run (default: the setting's)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     command = " ".join([".venv/bin/python", *sys.argv])
     base = build_base(args.corpus, args.cache, args.queries)
     sizes = [int(s) for s in args.sizes.split(",")]
     efs = [int(e) for e in args.ef.split(",")]
-    settings = load_settings(environ={}).store
+    graph = {
+        name: str(value)
+        for name, value in (
+            ("KB_STORE__HNSW_M", args.hnsw_m),
+            ("KB_STORE__HNSW_EF_CONSTRUCT", args.hnsw_ef_construct),
+        )
+        if value is not None
+    }
+    settings = load_settings(environ=graph).store  # validated as the service would
     result: dict[str, Any] = {
         "command": command,
         "load_average": [round(x, 2) for x in os.getloadavg()],

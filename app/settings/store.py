@@ -95,19 +95,28 @@ class StoreSettings(_Section, frozen=True):
     enough there and always returns the true nearest neighbours. Above it, ``kb store optimize``
     builds the index (never ``kb ingest``: it takes minutes). Measured in docs/store.md."""
 
+    dense_index: Literal["hnsw", "int8"] = "hnsw"
+    """How ``kb store optimize`` indexes Edge's dense vectors above ``exact_search_points``:
+    ``hnsw`` (a graph: the fastest queries, a build of minutes) or ``int8`` (a quantized copy
+    scanned in full and rescored: exact results and a build of about a minute, but a query's
+    cost grows with the collection). Fixed when the collection is created; a server indexes by
+    ``hnsw_*`` and ``[store.cluster]``. Measured in docs/store.md."""
+
     hnsw_ef: Annotated[int, Meta(ge=16, le=4096)] = 1024
     """Candidates an HNSW search explores (Edge and server): larger is slower and closer to
     exact. Recall@10 against exact search falls with the collection's size at a fixed value;
     this one was chosen for recall@10 >= 0.98 at 100,000 chunks (docs/store.md, measured with
     bench/bench_store.py)."""
 
-    hnsw_m: Annotated[int, Meta(ge=4, le=128)] = 16
+    hnsw_m: Annotated[int, Meta(ge=4, le=128)] = 32
     """Edges per node of the HNSW graph, fixed when the index is built (Edge), or when the
-    collection is created (server)."""
+    collection is created (server). Twice Qdrant's default: knowledge bases hold many
+    near-duplicate chunks (boilerplate, versions of a page), around which a sparser graph loses
+    true neighbours at any ``hnsw_ef`` (docs/store.md)."""
 
-    hnsw_ef_construct: Annotated[int, Meta(ge=16, le=4096)] = 128
+    hnsw_ef_construct: Annotated[int, Meta(ge=16, le=4096)] = 256
     """Candidates explored while the HNSW graph is built (Edge and server): better graphs,
-    slower builds."""
+    slower builds. Chosen with ``hnsw_m`` for recall@10 >= 0.98 up to 300,000 chunks."""
 
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     """How a Qdrant server or cluster lays out the collection (``[store.cluster]``)."""

@@ -63,8 +63,8 @@ class EdgeIndexing:
 
     exact_search_points: int = 20_000
     hnsw_ef: int = 1024
-    hnsw_m: int = 16
-    hnsw_ef_construct: int = 128
+    hnsw_m: int = 32
+    hnsw_ef_construct: int = 256
     dense_index: Literal["hnsw", "int8"] = "hnsw"
     """What ``optimize`` builds for the dense vectors of a large segment: ``hnsw`` (the graph) or
     ``int8`` (a scalar-quantized copy, scanned in full and rescored). Fixed when a collection is

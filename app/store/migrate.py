@@ -16,8 +16,8 @@ from qdrant_client import models
 
 from app.errors import StoreUnavailableError
 from app.settings import Settings
-from app.store.edge import EdgeClient, EdgeIndexing
-from app.store.opening import edge_path, legacy_collection, open_local_store
+from app.store.edge import EdgeClient
+from app.store.opening import edge_indexing, edge_path, legacy_collection, open_local_store
 from app.store.qdrant import DENSE, SPARSE, QdrantStore
 
 __all__ = ["MigrationReport", "migrate_local_store"]
@@ -44,16 +44,7 @@ def migrate_local_store(settings: Settings) -> MigrationReport:
         raise StoreUnavailableError(f"no collection {name!r} in a local-mode store at {settings.qdrant_path}")
     source = open_local_store(settings)
     try:
-        store = settings.store
-        target_client = EdgeClient(
-            edge_path(settings),
-            indexing=EdgeIndexing(
-                exact_search_points=store.exact_search_points,
-                hnsw_ef=store.hnsw_ef,
-                hnsw_m=store.hnsw_m,
-                hnsw_ef_construct=store.hnsw_ef_construct,
-            ),
-        )
+        target_client = EdgeClient(edge_path(settings), indexing=edge_indexing(settings.store))
         try:
             if target_client.collection_exists(name):
                 raise StoreUnavailableError(

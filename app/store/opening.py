@@ -25,6 +25,7 @@ from app.store.qdrant import CollectionLayout, QdrantStore
 
 __all__ = [
     "LegacyStoreError",
+    "edge_indexing",
     "edge_path",
     "ignored_settings",
     "legacy_collection",
@@ -36,12 +37,14 @@ __all__ = [
 log = structlog.get_logger("kb.store")
 
 # What qdrant-client's local mode ignores beyond ``store.cluster``: it searches by brute force.
-_LOCAL_IGNORES = ("exact_search_points", "hnsw_ef", "hnsw_m", "hnsw_ef_construct")
+_LOCAL_IGNORES = ("exact_search_points", "dense_index", "hnsw_ef", "hnsw_m", "hnsw_ef_construct")
 _WHY_IGNORED = {
     "edge": "the embedded store is one local shard with no replicas or quantization; "
     "store.cluster applies to a Qdrant server (QDRANT_URL)",
     "local": "qdrant-client's local mode searches by brute force, with no index, shards, "
     "replicas or quantization; these apply to Qdrant Edge or a Qdrant server",
+    "server": "store.dense_index chooses how the embedded Edge store indexes; a Qdrant server "
+    "builds HNSW (store.hnsw_*) and quantizes by store.cluster.quantization",
 }
 
 
@@ -49,6 +52,17 @@ class LegacyStoreError(StoreUnavailableError):
     """The collection is only in a store that qdrant-client's local mode wrote."""
 
     code = "legacy_store"
+
+
+def edge_indexing(store: StoreSettings) -> EdgeIndexing:
+    """How the embedded Edge store indexes, from ``[store]``."""
+    return EdgeIndexing(
+        exact_search_points=store.exact_search_points,
+        hnsw_ef=store.hnsw_ef,
+        hnsw_m=store.hnsw_m,
+        hnsw_ef_construct=store.hnsw_ef_construct,
+        dense_index=store.dense_index,
+    )
 
 
 def edge_path(settings: Settings) -> Path:
@@ -82,7 +96,7 @@ def open_store(settings: Settings) -> QdrantStore:
             )
         except Exception as exc:
             raise StoreUnavailableError(f"cannot connect to Qdrant at {secrets.qdrant_url}: {exc}") from exc
-        return QdrantStore(
+        server = QdrantStore(
             client,
             store.collection,
             upsert_batch_size=store.upsert_batch_size,
@@ -90,20 +104,14 @@ def open_store(settings: Settings) -> QdrantStore:
             hnsw_ef=store.hnsw_ef,
             layout=server_layout(store),
         )
+        _say_ignored(settings, "server")
+        return server
     if store.engine == "local":
         local = open_local_store(settings)
         _say_ignored(settings, "local")
         return local
     root = edge_path(settings)
-    edge = EdgeClient(
-        root,
-        indexing=EdgeIndexing(
-            exact_search_points=store.exact_search_points,
-            hnsw_ef=store.hnsw_ef,
-            hnsw_m=store.hnsw_m,
-            hnsw_ef_construct=store.hnsw_ef_construct,
-        ),
-    )
+    edge = EdgeClient(root, indexing=edge_indexing(store))
     legacy = legacy_collection(settings)
     if legacy is not None and not edge.collection_exists(store.collection):
         edge.close()
@@ -151,10 +159,11 @@ def server_layout(store: StoreSettings) -> CollectionLayout:
 
 def ignored_settings(settings: Settings) -> list[str]:
     """The store settings the configured engine does not apply, where they differ from their
-    defaults: ``store.cluster.*`` on either embedded engine, and HNSW settings in local mode."""
+    defaults: ``store.cluster.*`` on either embedded engine, HNSW settings in local mode, and
+    ``store.dense_index`` on a server."""
     store = settings.store
     if settings.secrets.qdrant_url:
-        return []
+        return ["store.dense_index"] if store.dense_index != StoreSettings().dense_index else []
     ignored = store.cluster.differences()
     if store.engine == "local":
         default = StoreSettings()

@@ -380,7 +380,7 @@ def test_the_embedded_store_says_nothing_when_the_settings_are_the_defaults(tmp_
 
 
 def test_local_mode_names_the_hnsw_settings_it_ignores_too(tmp_path: Path) -> None:
-    settings = embedded_settings(tmp_path, KB_STORE__ENGINE="local", KB_STORE__HNSW_M="32")
+    settings = embedded_settings(tmp_path, KB_STORE__ENGINE="local", KB_STORE__HNSW_M="48")
     with structlog.testing.capture_logs() as logs:
         store = open_store(settings)
         store.close()

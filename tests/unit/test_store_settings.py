@@ -10,7 +10,8 @@ from qdrant_client import models
 from app.config import load_settings
 from app.errors import ConfigError
 from app.settings import Settings
-from app.store.opening import ignored_settings, server_layout
+from app.store.edge import EdgeIndexing
+from app.store.opening import edge_indexing, ignored_settings, server_layout
 
 pytestmark = pytest.mark.unit
 
@@ -109,3 +110,22 @@ def test_only_the_embedded_engines_ignore_the_cluster_settings() -> None:
     assert ignored_settings(load_settings(environ={**changed, "QDRANT_URL": "http://qdrant:6333"})) == []
     local = load_settings(environ={**changed, "KB_STORE__ENGINE": "local", "KB_STORE__HNSW_EF": "256"})
     assert ignored_settings(local) == ["store.cluster.replication_factor", "store.hnsw_ef"]
+
+
+def test_the_dense_index_setting_reaches_the_embedded_engine_and_is_named_where_it_does_not_apply(
+    tmp_path: Path,
+) -> None:
+    settings = from_toml(tmp_path, '[store]\ndense_index = "int8"\n')
+    assert edge_indexing(settings.store).dense_index == "int8"
+    assert edge_indexing(Settings().store) == EdgeIndexing()  # the settings' defaults are the engine's
+    assert ignored_settings(settings) == []  # Edge applies it
+    on_server = load_settings(environ={"KB_STORE__DENSE_INDEX": "int8", "QDRANT_URL": "http://qdrant:6333"})
+    assert ignored_settings(on_server) == ["store.dense_index"]
+    local = load_settings(environ={"KB_STORE__DENSE_INDEX": "int8", "KB_STORE__ENGINE": "local"})
+    assert ignored_settings(local) == ["store.dense_index"]
+
+
+def test_an_unknown_dense_index_is_refused_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        from_toml(tmp_path, '[store]\ndense_index = "ivf"\n')
+    assert "dense_index" in str(refused.value)
