@@ -183,7 +183,6 @@ def build_services(
     state = open_state_store(settings)
     # A version the settings name that does not exist fails start-up, not the first request.
     selection = PromptSelection(prompts, PromptLabels(state, prompts, settings.prompts), settings.prompts)
-    provider = build_provider(settings, embedder=embedder)
     connection = open_checked_store(settings, embedder)
 
     # Questions arriving together share one model call (the cache answers repeats before it);
@@ -195,6 +194,9 @@ def build_services(
         max_batch=settings.retrieval.batch_max,
         on_batch=metrics.query_batch if metrics is not None else None,
     )
+    # The offline answerer's sentences queue behind questions: under a burst, retrievals (which
+    # have a deadline) are not stuck behind answers being written.
+    provider = build_provider(settings, embedder=questions.background)
     retriever = Retriever(
         connection,
         questions,

@@ -6,12 +6,13 @@
 (``factory``) picks one by ``embedding.backend``;
 ``QueryEmbeddingCache`` (``cache``) keeps the vectors of recent questions (an LRU per embedder,
 hence per model) so that a repeated question skips the model; ``EmbeddingBatcher``
-(``batching``) gathers questions that arrive together into one model call.
+(``batching``) gathers questions that arrive together into one model call, and its
+``background`` lane (``BackgroundEmbedder``) queues other work on the model behind them.
 """
 
 from __future__ import annotations
 
-from app.embedding.batching import EmbeddingBatcher, EmbeddingExpired
+from app.embedding.batching import BackgroundEmbedder, EmbeddingBatcher, EmbeddingExpired
 from app.embedding.cache import QueryEmbeddingCache
 from app.embedding.factory import build_embedder
 from app.embedding.onnx import OnnxEmbedder
@@ -19,6 +20,7 @@ from app.embedding.protocol import Embedder
 from app.embedding.sentence_transformers import SentenceTransformerEmbedder, resolve_model_location
 
 __all__ = [
+    "BackgroundEmbedder",
     "Embedder",
     "EmbeddingBatcher",
     "EmbeddingExpired",

@@ -16,6 +16,13 @@ out, or its client left) or its ``deadline`` has passed.
 Over a ``QueryEmbeddingCache`` the batcher answers a question the cache holds at once, without
 queueing it; a batch's misses are embedded by the cache, in one model call.
 
+Other work on the same model (the offline answerer reads a few dozen sentences per answer by
+meaning) goes through ``background``: an ``Embedder`` whose calls queue behind questions. A
+question waits at most for the one batch the model is running, never for a backlog of answers;
+so that answers still progress under a steady stream of questions, a background call that has
+waited ``background_wait_s`` gets the next turn, then questions again (at worst the two
+alternate). Background texts bypass the question cache (sentences would evict questions).
+
 ``count`` remembers the token counts of the last ``count_cache`` texts. The query policy counts
 the question and the texts of its best hits on every retrieval, and hits repeat across
 questions; the model's tokenizer shares the model's lock, so an uncached count made by a store
@@ -36,7 +43,7 @@ import numpy as np
 from app.embedding.cache import QueryEmbeddingCache
 from app.embedding.protocol import Embedder
 
-__all__ = ["EmbeddingBatcher", "EmbeddingExpired"]
+__all__ = ["BackgroundEmbedder", "EmbeddingBatcher", "EmbeddingExpired"]
 
 
 class EmbeddingExpired(TimeoutError):
@@ -51,6 +58,8 @@ class _Pending:
     deadline: float | None
     accompanied: bool
     """Whether it arrived within the window of the previous item: more are likely coming."""
+    background: bool = False
+    """Work that yields to questions (``EmbeddingBatcher.background``)."""
 
 
 class EmbeddingBatcher:
@@ -66,17 +75,21 @@ class EmbeddingBatcher:
         window_s: float = 0.002,
         max_batch: int = 32,
         count_cache: int = 4096,
+        background_wait_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        """``on_batch`` is told the size (texts) of every model call; ``count_cache`` texts'
-        token counts are remembered (0: none)."""
+        """``on_batch`` is told the size (texts) of every question batch; ``count_cache`` texts'
+        token counts are remembered (0: none); a background call waiting ``background_wait_s``
+        goes before the questions queued after it."""
         if max_batch < 1:
             raise ValueError(f"a batch holds at least one text, not {max_batch}")
         if window_s < 0:
             raise ValueError(f"the batch window cannot be negative: {window_s}")
         if count_cache < 0:
             raise ValueError(f"the count cache cannot hold a negative number of texts: {count_cache}")
+        if background_wait_s < 0:
+            raise ValueError(f"the background wait cannot be negative: {background_wait_s}")
         self.embedder = embedder
         self.model_name = embedder.model_name
         self.dimension = embedder.dimension
@@ -85,27 +98,36 @@ class EmbeddingBatcher:
         self.max_batch = max_batch
         self._clock = clock
         self._on_batch = on_batch
+        self.background_wait_s = background_wait_s
         self._cache = embedder if isinstance(embedder, QueryEmbeddingCache) else None
+        self._model: Embedder = self._cache.embedder if self._cache is not None else embedder
+        self.background = BackgroundEmbedder(self)
+        """The lane for work that yields to questions (the offline answerer's sentences)."""
         self._count_cache = count_cache
         self._counts: OrderedDict[str, int] = OrderedDict()
         self._count_lock = threading.Lock()
         self._pending: deque[_Pending] = deque()
+        self._waiting_background: deque[_Pending] = deque()
+        self._background_last = False
         self._last_arrival = float("-inf")
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
 
-    def submit(self, texts: Sequence[str], *, deadline: float | None = None) -> Future[np.ndarray]:
+    def submit(
+        self, texts: Sequence[str], *, deadline: float | None = None, background: bool = False
+    ) -> Future[np.ndarray]:
         """The vectors of ``texts``, shape ``(len(texts), dimension)``, once their batch is done.
 
         ``deadline`` (on this batcher's clock, ``time.monotonic`` by default): past it, the texts
-        are dropped instead of embedded (``EmbeddingExpired``). Cancel the future to drop them."""
+        are dropped instead of embedded (``EmbeddingExpired``). Cancel the future to drop them.
+        ``background``: queued behind questions (see the module's docstring)."""
         future: Future[np.ndarray] = Future()
         if not texts:
             future.set_result(np.zeros((0, self.dimension), dtype=np.float32))
             return future
-        if self._cache is not None:
+        if self._cache is not None and not background:
             known = self._cache.cached(texts)
             if known is not None:
                 future.set_result(known)
@@ -114,9 +136,12 @@ class EmbeddingBatcher:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the embedding batcher is closed")
-            accompanied = now - self._last_arrival <= self.window_s
-            self._last_arrival = now
-            self._pending.append(_Pending(list(texts), future, now, deadline, accompanied))
+            if background:
+                self._waiting_background.append(_Pending(list(texts), future, now, deadline, False, True))
+            else:
+                accompanied = now - self._last_arrival <= self.window_s
+                self._last_arrival = now
+                self._pending.append(_Pending(list(texts), future, now, deadline, accompanied))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="kb-embed-batch", daemon=True)
                 self._thread.start()
@@ -150,8 +175,9 @@ class EmbeddingBatcher:
         waits is cancelled."""
         with self._lock:
             self._closed = True
-            waiting = list(self._pending)
+            waiting = [*self._pending, *self._waiting_background]
             self._pending.clear()
+            self._waiting_background.clear()
             self._arrived.notify_all()
             thread = self._thread
         for item in waiting:
@@ -170,10 +196,14 @@ class EmbeddingBatcher:
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._lock:
-            while not self._pending and not self._closed:
+            while not self._pending and not self._waiting_background and not self._closed:
                 self._arrived.wait()
             if self._closed:
                 return None
+            if self._background_turn():
+                self._background_last = True
+                return self._take(self._waiting_background)
+            self._background_last = False
             first = self._pending[0]
             if first.accompanied and self.window_s > 0:
                 until = first.arrived + self.window_s
@@ -182,13 +212,27 @@ class EmbeddingBatcher:
                     if left <= 0:
                         break
                     self._arrived.wait(left)
-            batch: list[_Pending] = []
-            size = 0
-            while self._pending and (not batch or size + len(self._pending[0].texts) <= self.max_batch):
-                item = self._pending.popleft()
-                batch.append(item)
-                size += len(item.texts)
-            return batch
+            return self._take(self._pending)
+
+    def _background_turn(self) -> bool:
+        """Whether the next batch is background work: when no question waits, or when the oldest
+        background call has waited its turn and the last batch was questions."""
+        if not self._waiting_background:
+            return False
+        if not self._pending:
+            return True
+        overdue = self._clock() - self._waiting_background[0].arrived >= self.background_wait_s
+        return overdue and not self._background_last
+
+    def _take(self, queue: deque[_Pending]) -> list[_Pending]:
+        """The next batch from ``queue``: whole calls, up to ``max_batch`` texts (at least one call)."""
+        batch: list[_Pending] = []
+        size = 0
+        while queue and (not batch or size + len(queue[0].texts) <= self.max_batch):
+            item = queue.popleft()
+            batch.append(item)
+            size += len(item.texts)
+        return batch
 
     def _queued_texts(self) -> int:
         return sum(len(item.texts) for item in self._pending)
@@ -206,18 +250,38 @@ class EmbeddingBatcher:
         if not live:
             return
         texts = [text for item in live for text in item.texts]
+        background = live[0].background  # a batch is one lane's
         try:
-            vectors = self.embedder.embed(texts)
+            vectors = (self._model if background else self.embedder).embed(texts)
         except BaseException as exc:  # every waiter gets the model's failure as its own
             for item in live:
                 item.future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        if self._on_batch is not None:
+        if self._on_batch is not None and not background:
             self._on_batch(len(texts))
         start = 0
         for item in live:
             end = start + len(item.texts)
             item.future.set_result(vectors[start:end])
             start = end
+
+
+class BackgroundEmbedder:
+    """An ``Embedder`` over an ``EmbeddingBatcher``'s model whose calls yield to its questions."""
+
+    def __init__(self, batcher: EmbeddingBatcher) -> None:
+        self._batcher = batcher
+        self.model_name = batcher.model_name
+        self.dimension = batcher.dimension
+        self.max_tokens = batcher.max_tokens
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._batcher.submit(texts, background=True).result()
+
+    def count(self, text: str) -> int:
+        return self._batcher.count(text)
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        return self._batcher.offsets(text)

@@ -94,10 +94,15 @@ class ExtractiveProvider(ModelProvider):
         self.sentences = settings.extractive_sentences
         self._embedder = embedder
         self._counter = ClaudeTokenEstimate()
+        # One answer at a time: answering is CPU work, so several at once finish no sooner on a
+        # few cores, and their threads would take the interpreter from the retrievals of the
+        # requests behind them, which have a deadline.
+        self._one_at_a_time = asyncio.Semaphore(1)
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[TextDelta | Usage]:
         # Embedding the candidates is CPU work: keep it off the event loop.
-        answer = await asyncio.to_thread(self.answer, prompt)
+        async with self._one_at_a_time:
+            answer = await asyncio.to_thread(self.answer, prompt)
         for piece in _pieces(answer, _WORDS_PER_DELTA):
             yield TextDelta(piece)
             # Yield to the loop between pieces so a disconnect can cancel the stream promptly.

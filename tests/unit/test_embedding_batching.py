@@ -265,3 +265,79 @@ def test_token_counts_are_remembered_for_the_last_texts_counted() -> None:
         assert model.counted[-1] == "a b"
     finally:
         batcher.close()
+
+
+# -- the background lane (the offline answerer's sentences) -------------------------------------
+
+SENTENCES = ["the question again", "a first sentence of the context", "a second one"]
+
+
+def test_questions_go_before_background_work_queued_earlier() -> None:
+    model = RecordingModel()
+    batcher = EmbeddingBatcher(model, window_s=0.0, max_batch=8)
+    try:
+        first = hold_the_model(model, batcher)
+        sentences = batcher.submit(SENTENCES, background=True)
+        question = batcher.submit(["a question that arrived later"])
+        model.go.set()
+        first.result(10.0)
+        np.testing.assert_array_equal(question.result(10.0), vectors_of(["a question that arrived later"]))
+        np.testing.assert_array_equal(sentences.result(10.0), vectors_of(SENTENCES))
+        assert model.calls[1:] == [["a question that arrived later"], SENTENCES]  # never one batch
+    finally:
+        batcher.close()
+
+
+def test_background_work_that_waited_its_turn_goes_next_then_questions_again() -> None:
+    now = [100.0]
+    model = RecordingModel()
+    batcher = EmbeddingBatcher(model, window_s=0.0, max_batch=1, background_wait_s=2.0, clock=lambda: now[0])
+    try:
+        first = hold_the_model(model, batcher)
+        sentences = [batcher.submit([f"sentence {n}"], background=True) for n in range(2)]
+        questions = [batcher.submit([q]) for q in QUESTIONS[:3]]
+        now[0] = 103.0  # both background calls have now waited longer than 2 s
+        model.go.set()
+        first.result(10.0)
+        for future in (*sentences, *questions):
+            future.result(10.0)
+        # One overdue background call, one question, the other overdue call, then the rest.
+        assert model.calls[1:] == [
+            ["sentence 0"],
+            [QUESTIONS[0]],
+            ["sentence 1"],
+            [QUESTIONS[1]],
+            [QUESTIONS[2]],
+        ]
+    finally:
+        batcher.close()
+
+
+def test_background_texts_bypass_the_question_cache_and_the_batch_metric() -> None:
+    model = RecordingModel()
+    cache = QueryEmbeddingCache(model, size=16)
+    sizes: list[int] = []
+    batcher = EmbeddingBatcher(cache, window_s=0.0, on_batch=sizes.append)
+    try:
+        batcher.embed(["a question"])
+        vectors = batcher.background.embed(["a question", *SENTENCES])
+        np.testing.assert_array_equal(vectors, vectors_of(["a question", *SENTENCES]))
+        assert model.calls[-1] == ["a question", *SENTENCES]  # the model, not the cache, answered
+        assert len(cache) == 1  # sentences do not evict questions
+        assert sizes == [1]  # the metric counts question batches
+        lane = batcher.background
+        assert (lane.model_name, lane.dimension, lane.max_tokens) == ("recording", 4, 128)
+        assert lane.count("three words here") == 3
+    finally:
+        batcher.close()
+
+
+def test_close_cancels_waiting_background_work() -> None:
+    model = RecordingModel()
+    batcher = EmbeddingBatcher(model, window_s=0.0)
+    first = hold_the_model(model, batcher)
+    waiting = batcher.submit(SENTENCES, background=True)
+    batcher.close()
+    model.go.set()
+    first.result(10.0)
+    assert waiting.cancelled()
