@@ -10,7 +10,6 @@ from app.observability.http import HttpObservability
 from app.observability.metrics import (
     MULTIPROC_ENV,
     Metrics,
-    QueueDepthExecutor,
     exposition_registry,
     serve_metrics_port,
     worker_metrics,
@@ -45,7 +44,6 @@ __all__ = [
     "HttpObservability",
     "Metrics",
     "Outcome",
-    "QueueDepthExecutor",
     "RequestObservability",
     "RequestRecords",
     "RequestTrace",

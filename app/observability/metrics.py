@@ -22,9 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
 
 import structlog
 from prometheus_client import (
@@ -44,7 +42,6 @@ from app.settings import ObservabilitySettings
 __all__ = [
     "MULTIPROC_ENV",
     "Metrics",
-    "QueueDepthExecutor",
     "exposition_registry",
     "serve_metrics_port",
     "worker_metrics",
@@ -58,9 +55,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
 class Metrics:
@@ -247,12 +241,6 @@ class Metrics:
         """One model call of the question batcher, embedding ``size`` questions."""
         self.query_batches.observe(size)
 
-    def executor(self, *, max_workers: int, thread_name_prefix: str) -> QueueDepthExecutor:
-        """A thread pool whose waiting calls are ``kb_retrieval_queue_depth``."""
-        return QueueDepthExecutor(
-            self.retrieval_queue, max_workers=max_workers, thread_name_prefix=thread_name_prefix
-        )
-
     # -- exposition -------------------------------------------------------------------------
 
     def exposition(self) -> tuple[bytes, str]:
@@ -273,40 +261,6 @@ def exposition_registry(registry: CollectorRegistry, multiprocess_dir: str | Non
     collected = CollectorRegistry()
     prometheus_multiprocess.MultiProcessCollector(collected, path=multiprocess_dir)  # type: ignore[no-untyped-call]
     return collected
-
-
-class QueueDepthExecutor(ThreadPoolExecutor):
-    """A ``ThreadPoolExecutor`` that keeps a gauge of the calls waiting for a thread.
-
-    A call counts from ``submit`` until a thread starts it, or until it is cancelled before
-    starting (a timed-out retrieval, shut-down), so the gauge returns to 0 when the queue does.
-    """
-
-    def __init__(self, gauge: Gauge, *, max_workers: int, thread_name_prefix: str = "") -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
-        self._gauge = gauge
-
-    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
-        gauge = self._gauge
-
-        def run() -> _T:
-            gauge.dec()
-            return fn(*args, **kwargs)
-
-        gauge.inc()
-        try:
-            future = super().submit(run)
-        except BaseException:
-            gauge.dec()
-            raise
-
-        def settled(done: Future[Any]) -> None:
-            # Only a call that never started can be cancelled: it left the queue unrun.
-            if done.cancelled():
-                gauge.dec()
-
-        future.add_done_callback(settled)
-        return future
 
 
 def serve_metrics_port(registry: CollectorRegistry, *, host: str, port: int) -> Callable[[], None]:

@@ -7,8 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -104,27 +102,6 @@ def test_a_cached_answer_is_a_cache_hit_and_spends_no_model_tokens() -> None:
     )
     assert sample(metrics, "kb_answer_cache_lookups_total", result="hit") == 1
     assert sample(metrics, "kb_model_tokens_total", model="m", type="input") is None
-
-
-def test_the_retrieval_queue_depth_counts_calls_waiting_for_the_worker() -> None:
-    metrics = Metrics()
-    executor = metrics.executor(max_workers=1, thread_name_prefix="test")
-    gate = threading.Event()
-    try:
-        running = executor.submit(gate.wait, 5)
-        waiting = [executor.submit(time.sleep, 0) for _ in range(3)]
-        time.sleep(0.05)
-        assert sample(metrics, "kb_retrieval_queue_depth") == 3  # one runs, three wait
-        assert waiting[2].cancel()  # a timed-out retrieval's call, abandoned before it started
-        assert sample(metrics, "kb_retrieval_queue_depth") == 2
-        gate.set()
-        running.result(5)
-        for future in waiting[:2]:
-            future.result(5)
-        assert sample(metrics, "kb_retrieval_queue_depth") == 0
-    finally:
-        gate.set()
-        executor.shutdown(wait=True)
 
 
 def test_exposition_is_the_prometheus_text_format_of_every_series() -> None:
