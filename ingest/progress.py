@@ -54,7 +54,11 @@ class PlainProgress:
 
 
 class RichProgress:
-    """Two bars: files planned/loaded and chunks embedded."""
+    """Two bars: files planned/loaded and chunks embedded.
+
+    The bars are redrawn by a thread of their own, in Python, holding the GIL the model's thread
+    needs between its operations; ingestion lasts minutes, so a few redraws a second are enough.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         from rich.console import Console
@@ -68,6 +72,7 @@ class RichProgress:
             TimeElapsedColumn(),
             console=Console(file=stream),
             transient=False,
+            refresh_per_second=2,
         )
         self._files = self._bars.add_task("files", total=None)
         self._chunks = self._bars.add_task("chunks", total=None)
