@@ -379,30 +379,14 @@ class QdrantStore:
                 sparse_limit=(limit if sparse_limit is None else sparse_limit) if with_sparse else 0,
                 known=known or {},
             )
-        requests: list[models.QueryRequest] = []
-        if dense is not None:
-            requests.append(
-                models.QueryRequest(
-                    query=dense.tolist(),
-                    using=DENSE,
-                    limit=limit,
-                    filter=query_filter,
-                    params=self._params,
-                    with_payload=True,
-                    with_vector=[DENSE, SPARSE] if with_sparse else [DENSE],
-                )
-            )
-        if sparse is not None and len(sparse):
-            requests.append(
-                models.QueryRequest(
-                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
-                    using=SPARSE,
-                    limit=limit,
-                    filter=query_filter,
-                    with_payload=True,
-                    with_vector=[DENSE],
-                )
-            )
+        requests = self._requests(
+            dense,
+            sparse,
+            limit=limit,
+            query_filter=query_filter,
+            dense_vectors=[DENSE, SPARSE] if with_sparse else [DENSE],
+            lexical_data=True,
+        )
         if not requests:
             return [], []
         responses = self.client.query_batch_points(self.collection, requests=requests)
@@ -415,6 +399,45 @@ class QdrantStore:
                 for n, hit in enumerate(dense_hits)
             ]
         return dense_hits, lexical_hits
+
+    def _requests(
+        self,
+        dense: np.ndarray | None,
+        sparse: SparseTerms | None,
+        *,
+        limit: int,
+        query_filter: models.Filter | None,
+        dense_vectors: list[str],
+        lexical_data: bool,
+    ) -> list[models.QueryRequest]:
+        """The dense and the lexical request of one search, each left out without its query:
+        dense hits carry their payload and ``dense_vectors``; lexical hits their payload and
+        dense vector when ``lexical_data``, else ids and scores only."""
+        requests: list[models.QueryRequest] = []
+        if dense is not None:
+            requests.append(
+                models.QueryRequest(
+                    query=dense.tolist(),
+                    using=DENSE,
+                    limit=limit,
+                    filter=query_filter,
+                    params=self._params,
+                    with_payload=True,
+                    with_vector=dense_vectors,
+                )
+            )
+        if sparse is not None and len(sparse):
+            requests.append(
+                models.QueryRequest(
+                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE,
+                    limit=limit,
+                    filter=query_filter,
+                    with_payload=lexical_data,
+                    with_vector=[DENSE] if lexical_data else False,
+                )
+            )
+        return requests
 
     def _search_edge(
         self,
@@ -435,31 +458,10 @@ class QdrantStore:
         best dense hits only; a lexical hit the caller knows already (``known``), or that the dense
         search of the same batch returned, by id and score alone.
         """
-        requests: list[models.QueryRequest] = []
-        if dense is not None:
-            requests.append(
-                models.QueryRequest(
-                    query=dense.tolist(),
-                    using=DENSE,
-                    limit=limit,
-                    filter=query_filter,
-                    params=self._params,
-                    with_payload=True,
-                    with_vector=[DENSE],
-                )
-            )
         lexical = sparse is not None and len(sparse) > 0
-        if sparse is not None and lexical:
-            requests.append(
-                models.QueryRequest(
-                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
-                    using=SPARSE,
-                    limit=limit,
-                    filter=query_filter,
-                    with_payload=False,
-                    with_vector=False,
-                )
-            )
+        requests = self._requests(
+            dense, sparse, limit=limit, query_filter=query_filter, dense_vectors=[DENSE], lexical_data=False
+        )
         if not requests:
             return [], []
         responses = client.query_points(self.collection, requests=requests)
