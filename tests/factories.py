@@ -1,6 +1,10 @@
-"""Small builders of domain records for tests."""
+"""Small builders of domain records for tests, and the simplest real ``Embedder``."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
 
 from app.records import ChunkRecord
 
@@ -22,3 +26,21 @@ def chunk_record(
         text_hash=f"t-{point_id}",
         ingested_at="2024-01-01T00:00:00Z",
     )
+
+
+class ConstantEmbedder:
+    """An ``Embedder`` giving every text the same unit vector: for tests of what happens around
+    the model (admission, timeouts), where the vectors do not matter."""
+
+    model_name = "constant-test-vectors"
+    dimension = 3
+    max_tokens = 256
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.full((len(texts), 3), 3.0**-0.5, dtype=np.float32)
+
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        return [(0, len(text))]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sockets import read_to_end
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 KB = Path(sys.executable).with_name("kb")
@@ -69,19 +71,6 @@ def _health(port: int, timeout: float = 5.0) -> float | None:
     except OSError:
         return None
     return time.monotonic() - started if got.startswith(b"HTTP/1.1 200") else None
-
-
-def _wait_for_end(conn: socket.socket, timeout: float) -> tuple[bytes, float]:
-    """What the server sent before it closed ``conn``, and after how long."""
-    started = time.monotonic()
-    conn.settimeout(timeout)
-    got = b""
-    try:
-        while chunk := conn.recv(4096):
-            got += chunk
-    except ConnectionResetError:
-        pass
-    return got, time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +166,8 @@ def test_idle_and_partial_head_connections_are_closed_after_the_header_timeout(s
     ):
         partial.sendall(HEAD)
         started = time.monotonic()
-        idle_got, idle_after = _wait_for_end(idle, HEADER_TIMEOUT_S + 20)
-        partial_got, _ = _wait_for_end(partial, HEADER_TIMEOUT_S + 20)
+        idle_got, idle_after = read_to_end(idle, HEADER_TIMEOUT_S + 20)
+        partial_got, _ = read_to_end(partial, HEADER_TIMEOUT_S + 20)
         partial_after = time.monotonic() - started
 
     # Closed, without a response (nothing was asked), once the timeout passed and not long after.
@@ -191,7 +180,7 @@ def test_idle_and_partial_head_connections_are_closed_after_the_header_timeout(s
 def test_a_body_that_stops_arriving_is_answered_408_and_closed(served: Served) -> None:
     with socket.create_connection(("127.0.0.1", served.port), timeout=5) as conn:
         conn.sendall(BODY)
-        got, after = _wait_for_end(conn, BODY_TIMEOUT_S + 20)
+        got, after = read_to_end(conn, BODY_TIMEOUT_S + 20)
 
     assert got.startswith(b"HTTP/1.1 408 "), got
     assert b"connection: close" in got.lower()

@@ -13,10 +13,9 @@ import asyncio
 import gc
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import msgspec
-import numpy as np
 import pytest
 import structlog
 
@@ -24,6 +23,7 @@ from app.records import SearchHit, SparseTerms
 from app.retrieval import Retriever
 from app.retrieval.admission import AdmissionQueue
 from app.settings import RetrievalSettings
+from tests.factories import ConstantEmbedder
 
 pytestmark = pytest.mark.integration
 
@@ -50,21 +50,6 @@ class HangingStore:
         pass
 
 
-class FixedEmbedder:
-    model_name = "fixed-test-vectors"
-    dimension = 3
-    max_tokens = 256
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.full((len(texts), 3), 3.0**-0.5, dtype=np.float32)
-
-    def count(self, text: str) -> int:
-        return len(text.split())
-
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        raise NotImplementedError
-
-
 async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not condition():
@@ -77,7 +62,7 @@ async def test_a_store_call_failing_after_the_timeout_logs_one_structured_warnin
 ) -> None:
     store = HangingStore()
     settings = msgspec.structs.replace(RetrievalSettings(), timeout_s=0.05)
-    retriever = Retriever(store, FixedEmbedder(), settings)
+    retriever = Retriever(store, ConstantEmbedder(), settings)
     caplog.set_level(logging.DEBUG)
     try:
         with structlog.testing.capture_logs() as logs:
@@ -107,7 +92,7 @@ async def test_a_store_call_failing_after_the_timeout_logs_one_structured_warnin
 async def test_a_store_call_that_fails_in_time_is_an_error_status_and_nothing_more() -> None:
     store = HangingStore()
     store.release.set()
-    retriever = Retriever(store, FixedEmbedder(), RetrievalSettings())
+    retriever = Retriever(store, ConstantEmbedder(), RetrievalSettings())
     try:
         with structlog.testing.capture_logs() as logs:
             result = await retriever.retrieve("which team approves payroll")
@@ -125,7 +110,7 @@ async def test_retrievals_queued_behind_a_hung_store_call_time_out_and_are_never
     settings = msgspec.structs.replace(RetrievalSettings(), timeout_s=0.2)
     drops: list[str] = []
     queue = AdmissionQueue(capacity=16, workers=1, on_dropped=drops.append)
-    retriever = Retriever(store, FixedEmbedder(), settings, queue=queue)
+    retriever = Retriever(store, ConstantEmbedder(), settings, queue=queue)
     try:
         with structlog.testing.capture_logs():
             results = await asyncio.gather(

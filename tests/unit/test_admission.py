@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 
 import msgspec
-import numpy as np
 import pytest
 
 from app.observability import Metrics
 from app.retrieval import Retriever
 from app.retrieval.admission import AdmissionQueue, DropReason, WorkExpired, default_search_workers
 from app.settings import RetrievalSettings
+from tests.factories import ConstantEmbedder
 
 pytestmark = pytest.mark.unit
 
@@ -273,28 +273,13 @@ class HeldStore:
         pass
 
 
-class UnitVectors:
-    model_name = "unit-vectors"
-    dimension = 3
-    max_tokens = 256
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.full((len(texts), 3), 3.0**-0.5, dtype=np.float32)
-
-    def count(self, text: str) -> int:
-        return len(text.split())
-
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        return [(0, len(text))]
-
-
 async def test_a_retrieval_beyond_the_bound_gets_timeout_at_once_saying_the_service_is_busy() -> None:
     store = HeldStore()
     settings = msgspec.structs.replace(RetrievalSettings(), queue_size=1, expansion_terms=0)
     recorder = Recorder()
     retriever = Retriever(
         store,  # type: ignore[arg-type]
-        UnitVectors(),
+        ConstantEmbedder(),
         settings,
         queue=recorder.queue(capacity=settings.queue_size),
     )
@@ -318,7 +303,7 @@ async def test_a_retrieval_beyond_the_bound_gets_timeout_at_once_saying_the_serv
 
 
 async def test_a_retrieval_after_close_is_an_error_status_not_an_exception() -> None:
-    retriever = Retriever(HeldStore(), UnitVectors(), RetrievalSettings())  # type: ignore[arg-type]
+    retriever = Retriever(HeldStore(), ConstantEmbedder(), RetrievalSettings())  # type: ignore[arg-type]
     retriever.close()
     result = await retriever.retrieve("which team approves payroll")
     assert result.status == "error"

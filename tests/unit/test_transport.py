@@ -24,6 +24,7 @@ from app.cli.transport import GuardedProtocolFactory, Listener, TransportLimits,
 from app.config import load_settings
 from app.errors import ConfigError
 from app.settings import ServerSettings
+from tests.sockets import read_to_end
 
 pytestmark = pytest.mark.unit
 
@@ -98,18 +99,6 @@ def served(guard_limits: TransportLimits) -> Iterator[int]:
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5)
-
-
-def read_to_end(conn: socket.socket, timeout: float = 5.0) -> tuple[bytes, float]:
-    started = time.monotonic()
-    conn.settimeout(timeout)
-    got = b""
-    try:
-        while chunk := conn.recv(4096):
-            got += chunk
-    except ConnectionResetError:
-        pass
-    return got, time.monotonic() - started
 
 
 def is_open(conn: socket.socket) -> bool:
