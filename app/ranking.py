@@ -1,27 +1,35 @@
 """Rank and prune: from retrieved candidates to the chunks that reach the prompt.
 
-Two pure stages:
+Three pure stages:
 
 * ``rank`` drops near-duplicates, then picks ``top_k`` with maximal marginal relevance (MMR), so
   the context is not five copies of one paragraph. What is relevant at all is decided before,
   once, by the retriever's relevance floor (``app.retrieval.policy.is_relevant``): every
   candidate that reaches ``rank`` is evidence.
+* ``complete_sections`` brings the rest of a section into the context when a selected chunk's
+  own heading names the question's rarest term: a list that spans chunks ("Supported formats":
+  Markdown, PDF, ... in one chunk, "Other file types are skipped" in the next) is then quoted
+  whole, even when its middle scores below other documents' chunks.
 * ``fit_to_budget`` keeps whole chunks in rank order while they fit a token budget and cuts the
   first one that does not at a sentence boundary (``app.text.sentences``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
-from app.records import ScoredChunk
+from app.records import ChunkRecord, ScoredChunk
 from app.text.sentences import sentence_spans
+from app.text.terms import terms
 
-__all__ = ["fit_to_budget", "rank"]
+__all__ = ["SectionKey", "SectionPull", "complete_sections", "fit_to_budget", "rank"]
 
 _SHINGLE = 5
 """Words per shingle for text near-duplicate detection."""
@@ -30,6 +38,10 @@ _TEXT_OVERLAP = 0.8
 """A chunk with at least this share of its shingles already selected adds nothing new."""
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+_TERMS_CACHED = 1024
+"""Chunks whose index terms ``complete_sections`` remembers: analysing a candidate is its costly
+part, and in a knowledge base the same chunks come back for question after question."""
 
 
 def rank(
@@ -144,6 +156,141 @@ def _mmr(pool: Sequence[ScoredChunk], sims: np.ndarray, top_k: int, lam: float) 
         chosen.append(best)
         np.maximum(redundancy, sims[best], out=redundancy)
     return chosen
+
+
+SectionKey = tuple[str, str, tuple[str, ...]]
+"""One section of one version of a document: (doc_id, doc_hash, heading path)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SectionPull:
+    """What ``complete_sections`` decided: the context, and which sections it completed and why."""
+
+    chunks: list[ScoredChunk]
+    """The context: the selection with each completed section's chunks together, in reading
+    order, where its best-ranked chunk was; at most ``top_k`` chunks."""
+
+    rare_terms: frozenset[str]
+    """The question's index terms that the fewest candidates contain; empty when no selected
+    chunk's heading names a term of the question (the question is then not analysed further)."""
+
+    sections: tuple[SectionKey, ...] = ()
+    """The sections completed (at least one chunk pulled into each), in context order."""
+
+    pulled: tuple[str, ...] = ()
+    """Point ids of the chunks brought in from the candidates (not in the selection before)."""
+
+
+def complete_sections(
+    selected: Sequence[ScoredChunk],
+    candidates: Sequence[ScoredChunk],
+    question: str,
+    *,
+    top_k: int,
+) -> SectionPull:
+    """``selected`` with the other candidate chunks of each section whose heading names the
+    question's rarest term.
+
+    A section qualifies when the last heading of a selected chunk's heading path (the section's
+    own title, not the document's: a heading equal to the document title names all of it)
+    contains one of the question's rarest index terms (``app.text.terms``, the terms BM25
+    indexes). Rarest means contained in the fewest ``candidates``: the candidates are what the
+    question matched, so the term they least share is what tells them apart ("format" in "Which
+    file formats can I ingest?", where nearly every candidate says "ingest" and "file"), a
+    statistic of this question's own evidence that needs no corpus-wide pass.
+
+    Only candidates are pulled: chunks that passed the relevance floor already, so nothing that
+    is no evidence reaches the prompt this way. A candidate whose text the context already holds
+    (the overlap of neighbouring chunks aside, the same check ``rank`` makes) is not pulled. The
+    section's chunks go together, in chunk order, where its best-ranked chunk was; the result is
+    cut to ``top_k``, so a pulled chunk displaces the lowest-ranked ones, never one ranked above
+    its section. ``fit_to_budget`` applies the token budget after.
+    """
+    unchanged = SectionPull(chunks=list(selected)[:top_k], rare_terms=frozenset())
+    asked = frozenset(terms(question))
+    if not asked or not selected or top_k <= 0:
+        return unchanged
+    named = {id(c): asked & _heading_terms(c.record) for c in selected}
+    if not any(named.values()):
+        return unchanged  # decided on the few headings alone, no candidate analysed
+    rare = _rarest(asked, [*selected, *candidates])
+    sections = list(dict.fromkeys(_section(c.record) for c in selected if named[id(c)] & rare))
+    if not sections:
+        return SectionPull(chunks=list(selected)[:top_k], rare_terms=rare)
+    chosen = {c.record.point_id for c in selected}
+    seen = _TextSeen()
+    for c in selected:
+        seen.add(_WORD_RE.findall(c.record.text.lower()))
+    members: dict[SectionKey, list[ScoredChunk]] = {key: [] for key in sections}
+    for c in selected:
+        if (key := _section(c.record)) in members:
+            members[key].append(c)
+    pulled: dict[str, None] = {}  # an ordered set of point ids
+    for c in candidates:
+        key = _section(c.record)
+        if key not in members or c.record.point_id in chosen:
+            continue
+        duplicate, words = seen.covers(c.record.text)
+        if duplicate:
+            continue
+        seen.add(words)
+        chosen.add(c.record.point_id)
+        members[key].append(c)
+        pulled[c.record.point_id] = None
+    # A section none of whose chunks was pulled stays as ranked: regrouping it would renumber
+    # the sources for nothing.
+    completed = {_section(c.record) for c in candidates if c.record.point_id in pulled}
+    if not completed:
+        return SectionPull(chunks=list(selected)[:top_k], rare_terms=rare)
+    out: list[ScoredChunk] = []
+    for c in selected:
+        key = _section(c.record)
+        if key not in completed:
+            out.append(c)
+        elif key in members:
+            out.extend(sorted(members.pop(key), key=lambda m: m.record.chunk_index))
+    kept = out[:top_k]
+    kept_ids = {c.record.point_id for c in kept}
+    return SectionPull(
+        chunks=kept,
+        rare_terms=rare,
+        sections=tuple(key for key in sections if key in completed),
+        pulled=tuple(p for p in pulled if p in kept_ids),
+    )
+
+
+def _section(record: ChunkRecord) -> SectionKey:
+    return (record.doc_id, record.doc_hash, record.heading_path)
+
+
+def _heading_terms(record: ChunkRecord) -> frozenset[str]:
+    """Index terms of the chunk's own section title; none for a document's title or top."""
+    if not record.heading_path:
+        return frozenset()
+    title = record.heading_path[-1]
+    if title.strip().casefold() == record.title.strip().casefold():
+        return frozenset()
+    return frozenset(terms(title))
+
+
+@functools.lru_cache(maxsize=_TERMS_CACHED)
+def _indexed_terms(text: str) -> frozenset[str]:
+    return frozenset(terms(text))
+
+
+def _rarest(asked: frozenset[str], pool: Sequence[ScoredChunk]) -> frozenset[str]:
+    """The terms of ``asked`` contained in the fewest chunks of ``pool`` (and in at least one)."""
+    counts: Counter[str] = Counter()
+    seen: set[str] = set()
+    for c in pool:
+        if c.record.point_id in seen:
+            continue
+        seen.add(c.record.point_id)
+        counts.update(asked.intersection(_indexed_terms(c.record.embedding_text())))
+    if not counts:
+        return frozenset()
+    fewest = min(counts.values())
+    return frozenset(term for term, n in counts.items() if n == fewest)
 
 
 def fit_to_budget(

@@ -184,7 +184,10 @@ def collect(
                     )
                 )
                 q.contexts[t] = (
-                    [c.record.text for c in pipeline.select_context(kept, top_k, template=template)]
+                    [
+                        c.record.text
+                        for c in pipeline.select_context(kept, top_k, template=template, question=q.question)
+                    ]
                     if kept
                     else []
                 )

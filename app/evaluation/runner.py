@@ -245,7 +245,7 @@ class EvalSession:
         mark = time.perf_counter()
         template = self.services.prompts.answer(self.services.settings.prompts.version)
         context = self.services.pipeline.select_context(
-            candidates, top_k, template=template, context_tokens=context_tokens
+            candidates, top_k, template=template, context_tokens=context_tokens, question=question
         )
         timings["rank"] = (time.perf_counter() - mark) * 1000
         timings.setdefault("expand", 0.0)  # modes that do not expand report it as free
@@ -310,7 +310,7 @@ class EvalSession:
                 recall[k].append(answer_recall_at_k(item.answers, texts, k))
             # What /ask itself puts in the prompt: the default top_k, not the widest k above.
             prompt_chunks = self.services.pipeline.select_context(
-                candidates, default_top_k, template=template
+                candidates, default_top_k, template=template, question=item.question
             )
             reached.append(answer_in_texts(item.answers, [chunk.record.text for chunk in prompt_chunks]))
             timings.append(took)

@@ -49,7 +49,7 @@ from app.pipeline.hooks import (
 )
 from app.postprocess import extract_citations
 from app.prompting import Prompt, PromptTemplate, build_prompt, document_overhead
-from app.ranking import fit_to_budget, rank
+from app.ranking import complete_sections, fit_to_budget, rank
 from app.records import DEFAULT_TENANT, Caller, RetrievalStatus, ScoredChunk
 from app.retrieval import RetrievalFilters, Retriever, relevance_of
 from app.settings import FusionName, RankingSettings, RetrievalSettings, RetrieverMode
@@ -186,16 +186,20 @@ class AskPipeline:
         *,
         template: PromptTemplate,
         context_tokens: int | None = None,
+        question: str | None = None,
     ) -> list[ScoredChunk]:
         """Rank and prune: the chunks that reach the prompt, within the context budget
         (``context_tokens``, by default ``ranking.context_tokens``). The candidates are the
-        relevant ones: the retriever's floor decided that."""
+        relevant ones: the retriever's floor decided that. With the ``question`` searched, a
+        section whose heading names its rarest term is brought in whole (``complete_sections``)."""
         ranked = rank(
             candidates,
             top_k=top_k,
             mmr_lambda=self.ranking_settings.mmr_lambda,
             duplicate_threshold=self.ranking_settings.duplicate_threshold,
         )
+        if question is not None:
+            ranked = complete_sections(ranked, candidates, question, top_k=top_k).chunks
         overhead = document_overhead(template, ranked, self.context_counter.count)
         return fit_to_budget(
             ranked,
@@ -314,7 +318,11 @@ class AskPipeline:
         template = prepared.prompt.template
         context = (
             self.select_context(
-                retrieval.candidates, prepared.top_k, template=template, context_tokens=context_tokens
+                retrieval.candidates,
+                prepared.top_k,
+                template=template,
+                context_tokens=context_tokens,
+                question=prepared.search_question,
             )
             if retrieval.status == "ok"
             else []
