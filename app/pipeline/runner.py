@@ -22,6 +22,7 @@ import structlog
 from app.errors import InvalidRequestError, ProviderError, QuestionTooLongError
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.observability import CallerView, RequestTrace, StageClock, TraceError, chunk_scores
+from app.pipeline.counting import RememberedCounts
 from app.pipeline.events import (
     AskRequest,
     DeltaEvent,
@@ -125,6 +126,8 @@ class AskPipeline:
         self.answer_cache = answer_cache or NoAnswerCache()
         self.observer = observer or NoObserver()
         self.context_counter = ClaudeTokenEstimate()
+        # Chunk texts repeat across questions; prompts and answers do not (they use the above).
+        self.chunk_counts = RememberedCounts(self.context_counter.count)
 
     # -- stage 1: validate ----------------------------------------------------------------
 
@@ -200,11 +203,11 @@ class AskPipeline:
         )
         if question is not None:
             ranked = complete_sections(ranked, candidates, question, top_k=top_k).chunks
-        overhead = document_overhead(template, ranked, self.context_counter.count)
+        overhead = document_overhead(template, ranked, self.chunk_counts.count)
         return fit_to_budget(
             ranked,
             context_tokens or self.ranking_settings.context_tokens,
-            self.context_counter.count,
+            self.chunk_counts.count,
             per_chunk_overhead=overhead,
         )
 
@@ -331,31 +334,34 @@ class AskPipeline:
         timings["rank"] = clock.stage("rank", mark)
         trace.retrieval_status, trace.retriever_status = status, retrieval.status
         trace.retrieval_detail, trace.retrieval_ms = retrieval.detail, retrieval.took_ms
-        trace.candidates = chunk_scores(retrieval.candidates)
-        trace.context = chunk_scores(context, numbered=True)
-
-        mark = time.perf_counter()
-        # The standalone question: the model sees no earlier turns, and the cache keys by it.
-        prompt = build_prompt(template, question=prepared.search_question, status=status, context=context)
-        timings["prompt"] = clock.stage("prompt", mark)
-        log.info(
-            "retrieved",
-            request_id=request_id,
-            status=status,
-            detail=retrieval.detail,
-            candidates=len(retrieval.candidates),
-            context=len(context),
-            took_ms=retrieval.took_ms,
-            prompt=prepared.prompt.ref,
-        )
         retrieval_event = RetrievalEvent(
             status=status,
             sources=_sources(context),
             took_ms=retrieval.took_ms,
             question=prepared.search_question,
         )
-        yield retrieval_event
+        # The client gets its sources first; the trace's scores, the log line and the prompt,
+        # which the event does not need, follow (even when the client leaves at this event).
+        try:
+            yield retrieval_event
+        finally:
+            trace.candidates = chunk_scores(retrieval.candidates)
+            trace.context = chunk_scores(context, numbered=True)
+            log.info(
+                "retrieved",
+                request_id=request_id,
+                status=status,
+                detail=retrieval.detail,
+                candidates=len(retrieval.candidates),
+                context=len(context),
+                took_ms=retrieval.took_ms,
+                prompt=prepared.prompt.ref,
+            )
 
+        mark = time.perf_counter()
+        # The standalone question: the model sees no earlier turns, and the cache keys by it.
+        prompt = build_prompt(template, question=prepared.search_question, status=status, context=context)
+        timings["prompt"] = clock.stage("prompt", mark)
         answer: list[str] = []
         usage = UsageView(0, 0)
         input_estimate = _prompt_tokens(prompt, self.context_counter)

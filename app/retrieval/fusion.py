@@ -24,6 +24,7 @@ at most 2 x ``candidates`` hits: under a millisecond. Nothing here touches the s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,8 +92,8 @@ class Candidates:
         matrix: np.ndarray | None = None
         vectors = [hit.vector for hit in hits if hit.vector is not None]
         if query_vector is not None and hits and len(vectors) == len(hits):
-            matrix = np.stack(vectors).astype(np.float32)
-            dense = (matrix @ query_vector.astype(np.float32)).astype(np.float64)
+            matrix = np.stack(vectors).astype(np.float32, copy=False)
+            dense = (matrix @ query_vector.astype(np.float32, copy=False)).astype(np.float64)
         else:
             # No vectors to score with: the dense retriever's own scores, where it has one.
             dense = np.full(len(hits), np.nan)
@@ -240,14 +241,21 @@ def fuse(
         fused = np.nan_to_num(candidates.dense, nan=-1.0)
     else:
         fused = strategy.scores(candidates, dense_weight=dense_weight)
-    order = np.argsort(-fused, kind="stable")[:limit]
+    order: list[int] = np.argsort(-fused, kind="stable")[:limit].tolist()
+    # Python floats and lists from here: indexing numpy arrays one element at a time costs more
+    # than the whole conversion, and this runs for every candidate of every question.
+    scores: list[float] = fused.tolist()
+    dense: list[float] = candidates.dense.tolist()
+    lexical: list[float] = candidates.lexical.tolist()
+    in_lexical: list[bool] = candidates.in_lexical.tolist()
+    hits = candidates.hits
     return [
         ScoredChunk(
-            record=candidates.hits[n].record,
-            score=float(fused[n]),
-            dense_score=None if np.isnan(candidates.dense[n]) else float(candidates.dense[n]),
-            lexical_score=float(candidates.lexical[n]) if candidates.in_lexical[n] else None,
-            vector=_as_tuple(candidates.hits[n].vector),
+            record=hits[n].record,
+            score=scores[n],
+            dense_score=None if math.isnan(dense[n]) else dense[n],
+            lexical_score=lexical[n] if in_lexical[n] else None,
+            vector=_as_tuple(hits[n].vector),
         )
         for n in order
     ]
