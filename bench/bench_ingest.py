@@ -74,10 +74,20 @@ class _Recording:
         self.dimension = embedder.dimension
         self.max_tokens = embedder.max_tokens
         self.texts: list[str] = []
+        if hasattr(embedder, "ids"):
+            # Only an embedder that gives token ids may look like one to chunking.
+            self.ids = embedder.ids
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.texts.extend(texts)
         return self.inner.embed(texts)
+
+    def embed_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int] | None]) -> np.ndarray:
+        # Ingestion hands the ids chunking counted with to an embedder that takes them, as it
+        # would to the real one; one that does not gets the texts alone.
+        self.texts.extend(texts)
+        inner = getattr(self.inner, "embed_ids", None)
+        return inner(texts, token_ids) if inner is not None else self.inner.embed(texts)
 
     def count(self, text: str) -> int:
         return self.inner.count(text)
@@ -99,6 +109,9 @@ class _Capturing(_Recording):
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         vectors[:, 0] = 1.0
         return vectors
+
+    def embed_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int] | None]) -> np.ndarray:
+        return self.embed(texts)
 
 
 class _Segment:

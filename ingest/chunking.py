@@ -3,7 +3,10 @@
 Guarantee: for every draft, ``counter.count(embedding_text) <= max_tokens``, where the embedding
 text is the heading path joined with `` > ``, a newline, then the body (exactly what
 ``app.records.embedding_text`` builds). Each draft is checked with one real count; sums of piece
-counts are only used to plan.
+counts are only used to plan. With a counter that gives token ids (an ``IdTokenizer``), that
+count is of the ids, and ``chunk_document_ids`` returns them with the drafts: they are the
+model's input for the chunk, so ingestion hands them to the model instead of tokenizing the
+chunk a second time.
 
 Policy, outermost first:
 
@@ -41,10 +44,10 @@ import msgspec
 
 from app.records import embedding_text
 from app.text.sentences import sentence_spans
-from app.text.tokens import Tokenizer
+from app.text.tokens import IdTokenizer, Tokenizer
 from ingest.documents import LoadedDocument
 
-__all__ = ["ChunkDraft", "chunk_document"]
+__all__ = ["ChunkDraft", "chunk_document", "chunk_document_ids"]
 
 _MIN_MAX_TOKENS = 8
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")
@@ -97,12 +100,28 @@ def chunk_document(
 
     Raises ``ValueError`` for a ``max_tokens`` below 8 or negative options.
     """
+    drafts = chunk_document_ids(
+        document, counter, max_tokens=max_tokens, overlap_tokens=overlap_tokens, min_tokens=min_tokens
+    )
+    return [draft for draft, _ in drafts]
+
+
+def chunk_document_ids(
+    document: LoadedDocument,
+    counter: Tokenizer,
+    *,
+    max_tokens: int,
+    overlap_tokens: int = 32,
+    min_tokens: int = 24,
+) -> list[tuple[ChunkDraft, list[int] | None]]:
+    """``chunk_document``, each draft with the token ids of its embedding text (no special
+    tokens) when ``counter`` is an ``IdTokenizer``, else ``None``."""
     if max_tokens < _MIN_MAX_TOKENS:
         raise ValueError(f"max_tokens must be at least {_MIN_MAX_TOKENS}, got {max_tokens}")
     if overlap_tokens < 0 or min_tokens < 0:
         raise ValueError("overlap_tokens and min_tokens must not be negative")
     fitted_paths: dict[tuple[str, ...], tuple[tuple[str, ...], int]] = {}
-    drafts: list[ChunkDraft] = []
+    drafts: list[tuple[ChunkDraft, list[int] | None]] = []
     for section in document.sections:
         if not section.text.strip():
             continue
@@ -112,7 +131,9 @@ def chunk_document(
         path, path_tokens = fitted_paths[section.heading_path]
         plan = _Plan(max_tokens - path_tokens, overlap_tokens, min_tokens)
         texts = _chunk_section(_prepare(section.text, counter), path, counter, max_tokens, plan)
-        drafts.extend(ChunkDraft(heading_path=path, text=text, page=section.page) for text in texts)
+        drafts.extend(
+            (ChunkDraft(heading_path=path, text=text, page=section.page), ids) for text, ids in texts
+        )
     return drafts
 
 
@@ -159,14 +180,22 @@ def _prepare(text: str, counter: Tokenizer) -> _Section:
 
 def _chunk_section(
     section: _Section, path: tuple[str, ...], counter: Tokenizer, max_tokens: int, plan: _Plan
-) -> list[str]:
+) -> list[tuple[str, list[int] | None]]:
+    """The section's chunk texts, each with the ids of its embedding text when ``counter`` gives ids."""
     attempt = 0
     while plan.budget > 0:
         units = [_units(section, index, plan.budget) for index in range(len(section.paragraphs))]
         texts = [_render(section.text, chunk) for chunk in _pack(units, plan)]
-        excess = max(counter.count(embedding_text(path, text)) - max_tokens for text in texts)
+        if isinstance(counter, IdTokenizer):
+            # The real count of each draft is the length of its ids; keep them for the model.
+            ids: list[list[int] | None] = [counter.ids(embedding_text(path, text)) for text in texts]
+            counts = [len(found) for found in ids if found is not None]
+        else:
+            ids = [None] * len(texts)
+            counts = [counter.count(embedding_text(path, text)) for text in texts]
+        excess = max(count - max_tokens for count in counts)
         if excess <= 0:
-            return texts
+            return list(zip(texts, ids, strict=True))
         # Piece counts are additive for word-piece tokenizers except where a cut falls inside a
         # word; re-plan with a smaller budget, shrinking faster each time so this stays short.
         attempt += 1

@@ -29,6 +29,8 @@ interrupted run agrees with what the next run finds complete.
 
 Embedding is the only expensive step, so chunks of many documents are pooled into large
 batches for the model, and the store writes of one batch overlap the encoding of the next.
+Chunking counts every chunk with the model's tokenizer; an embedder that takes token ids
+(``embed_ids``) gets those ids with the texts, so no chunk is tokenized twice.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol, cast
 
 import msgspec
+import numpy as np
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
@@ -51,7 +55,7 @@ from app.records import ChunkRecord
 from app.retrieval.bm25 import LEXICAL_VERSION, LexicalEncoder
 from app.settings import ChunkingSettings, IngestSettings
 from app.store import SHARED_TENANT, DocumentState, QdrantStore, valid_tenant
-from ingest.chunking import chunk_document
+from ingest.chunking import chunk_document_ids
 from ingest.discovery import discover
 from ingest.documents import LoadedDocument, Section
 from ingest.items import IngestItem, Shard, doc_id_for, file_items, point_id_for
@@ -78,7 +82,15 @@ class _Pending:
 @dataclass(slots=True)
 class _Batch:
     records: list[ChunkRecord] = field(default_factory=list)
+    token_ids: list[list[int] | None] = field(default_factory=list)
+    """Per record, the ids chunking counted its embedding text with (``None``: not known)."""
     finished_docs: list[_Pending] = field(default_factory=list)
+
+
+class _EmbedsIds(Protocol):
+    """An embedder that can be given the token ids of texts it would otherwise tokenize itself."""
+
+    def embed_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int] | None]) -> np.ndarray: ...
 
 
 class Ingestor:
@@ -106,6 +118,9 @@ class Ingestor:
         # where the CLI's OTEL_* variables say; a no-op without them.
         self.tracer = tracer or trace.NoOpTracer()
         self.max_tokens = min(chunking.max_tokens, embedder.max_tokens)
+        # Asked of the class: a wrapper that forwards unknown attributes to the embedder it wraps
+        # would otherwise route encoding around its own ``embed``.
+        self._embeds_ids = callable(getattr(type(embedder), "embed_ids", None))
         self._fingerprint = msgspec.json.encode(
             {
                 "chunking": chunking,
@@ -255,7 +270,7 @@ class Ingestor:
                 with self.tracer.start_as_current_span(
                     "chunk", attributes={"kb.source": item.source}
                 ) as span:
-                    records = self._records(document, item, doc_id, doc_hash)
+                    records, token_ids = self._encoded_records(document, item, doc_id, doc_hash)
                     span.set_attribute("kb.chunks", len(records))
                 if not records:
                     report.empty.append(item.source)
@@ -270,8 +285,9 @@ class Ingestor:
                     continue
                 # Counted by the writer once its last chunk is in the store (see _flush).
                 pending = _Pending(doc_id, doc_hash, len(records), item.source, outcome)
-                for record in records:
+                for record, ids in zip(records, token_ids, strict=True):
                     batch.records.append(record)
+                    batch.token_ids.append(ids)
                     pending.remaining -= 1
                     if pending.remaining == 0:
                         batch.finished_docs.append(pending)
@@ -357,18 +373,20 @@ class Ingestor:
                 states[doc_id].source_name = adoption.name
                 states[doc_id].source_root = str(adoption.folder)
 
-    def _records(
+    def _encoded_records(
         self, document: LoadedDocument, item: IngestItem, doc_id: str, doc_hash: str
-    ) -> list[ChunkRecord]:
-        drafts = chunk_document(
+    ) -> tuple[list[ChunkRecord], list[list[int] | None]]:
+        """The document's chunk records, and per record the token ids of its embedding text."""
+        encoded = chunk_document_ids(
             _titled(document),
             self.embedder,
             max_tokens=self.max_tokens,
             overlap_tokens=self.chunking.overlap_tokens,
             min_tokens=self.chunking.min_tokens,
         )
+        drafts = [draft for draft, _ in encoded]
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        return [
+        records = [
             ChunkRecord(
                 point_id=point_id_for(doc_id, doc_hash, index),
                 doc_id=doc_id,
@@ -387,6 +405,7 @@ class Ingestor:
             )
             for index, draft in enumerate(drafts)
         ]
+        return records, [ids for _, ids in encoded]
 
     def _flush(
         self,
@@ -398,7 +417,10 @@ class Ingestor:
     ) -> Future[None]:
         texts = [record.embedding_text() for record in batch.records]
         with self.tracer.start_as_current_span("encode", attributes={"kb.chunks": len(texts)}):
-            dense = self.embedder.embed(texts)
+            if self._embeds_ids and any(ids is not None for ids in batch.token_ids):
+                dense = cast(_EmbedsIds, self.embedder).embed_ids(texts, batch.token_ids)
+            else:
+                dense = self.embedder.embed(texts)
             sparse = [self.lexical.encode_document(text) for text in texts]
         parent = otel_context.get_current()  # the writer thread has a context of its own
         report.embeddings_computed += len(texts)

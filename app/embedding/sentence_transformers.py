@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,22 +94,118 @@ class SentenceTransformerEmbedder:
         # model's calls; token counts use their own copy of the tokenizer (``TextTokenizer``).
         self._lock = threading.Lock()
         self._text = TextTokenizer(self._tokenizer)
+        self._special = _special_tokens(self._tokenizer)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self._batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            return self._encode(texts)
+
+    def embed_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int] | None]) -> np.ndarray:
+        """``embed(texts)``, given the token ids (no special tokens, as ``ids`` returns them) of
+        any of ``texts`` that the caller has already tokenized: ingestion counts every chunk
+        with the model's tokenizer, and tokenizing it again inside ``encode`` would repeat that
+        work. A text without ids is tokenized as ``embed`` does; the vectors are the same either
+        way (same inputs, same batches, same order)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        known = {text: ids for text, ids in zip(texts, token_ids, strict=True) if ids is not None}
+        if self._special is None or not known:
+            return self.embed(texts)
+        with self._lock, self._preprocessed(known, self._special):
+            return self._encode(texts)
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
+
+    @contextmanager
+    def _preprocessed(
+        self, known: dict[str, Sequence[int]], special: tuple[list[int], list[int]]
+    ) -> Iterator[None]:
+        """While ``encode`` runs (under the lock), build a batch's model inputs from ``known`` ids
+        when it has them for every text of the batch, and fall back to the model's own
+        tokenization otherwise.
+
+        ``encode`` keeps its length sorting, batching, pooling and normalisation; only the
+        tokenizer call is skipped. The inputs are what the tokenizer would give: its special
+        tokens around the ids (``special``), padded to the longest with the pad id, mask and token
+        types as it builds them. A text over the model's input limit (which the tokenizer would
+        truncate) takes the fallback.
+        """
+        model = self._model
+        tokenizer = self._tokenizer
+        preprocess = model.preprocess
+        limit = int(model.max_seq_length)
+        names = set(tokenizer.model_input_names)
+
+        def from_ids(inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> Any:
+            batch = [known.get(text) if isinstance(text, str) else None for text in inputs]
+            if prompt or kwargs or any(ids is None for ids in batch):
+                return preprocess(inputs, prompt=prompt, **kwargs)
+            prefix, suffix = special
+            rows = [[*prefix, *ids, *suffix] for ids in batch if ids is not None]
+            if max(len(row) for row in rows) > limit:
+                return preprocess(inputs, prompt=prompt, **kwargs)
+            return _features(rows, pad_id=tokenizer.pad_token_id, names=names)
+
+        model.preprocess = from_ids
+        try:
+            yield
+        finally:
+            del model.preprocess  # the instance attribute; the class's method shows again
 
     def count(self, text: str) -> int:
         return self._text.count(text)
 
+    def ids(self, text: str) -> list[int]:
+        return self._text.ids(text)
+
     def offsets(self, text: str) -> list[tuple[int, int]]:
         return self._text.offsets(text)
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]] | None:
+    """The ids the tokenizer puts before and after a single text's own tokens (BERT: ``[CLS]``
+    and ``[SEP]``), or ``None`` when its special tokens are not such a fixed frame (then
+    ``embed_ids`` always lets the tokenizer do it). ``None`` too for a tokenizer that pads on the
+    left or has no pad token, which ``_features`` does not reproduce."""
+    if getattr(tokenizer, "padding_side", "right") != "right" or tokenizer.pad_token_id is None:
+        return None
+    probe = "a probe, of some words"
+    try:
+        plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+        full = list(tokenizer(probe)["input_ids"])
+        empty = list(tokenizer("")["input_ids"])
+    except Exception:  # a tokenizer without this call: no frame to rely on
+        return None
+    for start in range(len(full) - len(plain) + 1):
+        prefix, suffix = full[:start], full[start + len(plain) :]
+        if full[start : start + len(plain)] == plain and prefix + suffix == empty:
+            return prefix, suffix
+    return None
+
+
+def _features(rows: list[list[int]], *, pad_id: int, names: set[str]) -> dict[str, Any]:
+    """Right-padded model inputs for token id ``rows``, shaped as the tokenizer returns them."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    features: dict[str, Any] = {
+        "input_ids": torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], dtype=torch.long)
+    }
+    if "token_type_ids" in names:
+        features["token_type_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
+    if "attention_mask" in names:
+        features["attention_mask"] = torch.tensor(
+            [[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=torch.long
+        )
+    features["modality"] = "text"
+    return features

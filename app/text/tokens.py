@@ -2,7 +2,9 @@
 
 ``TokenCounter`` is what every budget depends on (question length, chunk size, prompt context).
 The embedding model's tokenizer implements it (plus ``offsets``, as a ``Tokenizer``, which
-chunking needs to cut at token boundaries); ``ClaudeTokenEstimate`` implements it for prompts.
+chunking needs to cut at token boundaries, and ``ids``, as an ``IdTokenizer``, so that the ids a
+chunk was counted with can be handed to the model instead of tokenizing it twice);
+``ClaudeTokenEstimate`` implements it for prompts.
 
 Claude's tokenizer is not public, so budgets (context size, question length) are checked against
 an estimate that errs on the side of counting *more* tokens than the model will. Over-counting
@@ -15,7 +17,7 @@ import math
 import re
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ClaudeTokenEstimate", "TokenCounter", "Tokenizer"]
+__all__ = ["ClaudeTokenEstimate", "IdTokenizer", "TokenCounter", "Tokenizer"]
 
 
 @runtime_checkable
@@ -33,6 +35,15 @@ class Tokenizer(TokenCounter, Protocol):
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of every token of ``text`` (no special tokens), in order."""
+        ...
+
+
+@runtime_checkable
+class IdTokenizer(Tokenizer, Protocol):
+    """A tokenizer that also gives the token ids themselves."""
+
+    def ids(self, text: str) -> list[int]:
+        """The token ids of ``text`` (no special tokens); ``count`` is their number."""
         ...
 
 

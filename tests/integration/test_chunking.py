@@ -11,7 +11,7 @@ import pytest
 
 from app.embedding import SentenceTransformerEmbedder
 from app.records import ChunkRecord
-from ingest.chunking import ChunkDraft, chunk_document
+from ingest.chunking import ChunkDraft, chunk_document, chunk_document_ids
 from ingest.documents import LoadedDocument, Section
 from ingest.loaders import LoadError, load_document
 
@@ -369,3 +369,28 @@ def test_tokenizes_each_section_once_and_counts_each_draft_once(embedder: Embedd
 def test_rejects_a_max_tokens_too_small_to_hold_anything(embedder: Embedder) -> None:
     with pytest.raises(ValueError, match="max_tokens"):
         chunk_text("x", embedder, max_tokens=4)
+
+
+class CountingIdTokenizer(CountingTokenizer):
+    def ids(self, text: str) -> list[int]:
+        self.calls.append("ids")
+        return self.embedder.ids(text)
+
+
+def test_drafts_come_with_the_model_tokenizers_ids_of_their_embedding_text(embedder: Embedder) -> None:
+    sections = [Section(heading_path=(name,), text=text) for name, text in VARIED_TEXTS.items()]
+    counter = CountingIdTokenizer(embedder)
+    encoded = chunk_document_ids(document(*sections), counter, max_tokens=48)
+
+    # The same drafts as with a counter that only counts; the final check used ids instead.
+    assert [draft for draft, _ in encoded] == chunk_document(document(*sections), embedder, max_tokens=48)
+    # One ids call per draft checked (a re-planned section is checked again), never a count.
+    assert counter.calls.count("ids") >= len(encoded)
+    assert counter.calls.count("count") == len({section.heading_path for section in sections})
+    for draft, ids in encoded:
+        expected = embedder._tokenizer(embedding_text(draft), add_special_tokens=False)["input_ids"]
+        assert ids == list(expected)
+        assert len(ids) <= 48
+    # A counter without ids gives none, and the same drafts.
+    plain = chunk_document_ids(document(*sections), CountingTokenizer(embedder), max_tokens=48)
+    assert plain == [(draft, None) for draft, _ in encoded]

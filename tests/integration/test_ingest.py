@@ -167,7 +167,7 @@ def test_interrupted_version_change_is_completed_without_duplicates(
         source_name="kb-docs",
         source_root=str(corpus.resolve()),
     )
-    new_hash_records = ingestor._records(  # what the next run would write for the new version
+    new_hash_records, _ = ingestor._encoded_records(  # what the next run would write for the new version
         item.load(), item, doc_id("kb-docs/guide.md"), "partial-version"
     )
     partial = new_hash_records[:1]
