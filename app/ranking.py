@@ -16,7 +16,6 @@ Three pure stages:
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from app.records import ChunkRecord, ScoredChunk
 from app.text.sentences import sentence_spans
 from app.text.terms import terms
 
-__all__ = ["SectionKey", "SectionPull", "complete_sections", "fit_to_budget", "rank"]
+__all__ = ["SectionKey", "SectionPull", "complete_sections", "fit_to_budget", "index_terms", "rank"]
 
 _SHINGLE = 5
 """Words per shingle for text near-duplicate detection."""
@@ -38,10 +37,6 @@ _TEXT_OVERLAP = 0.8
 """A chunk with at least this share of its shingles already selected adds nothing new."""
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-
-_TERMS_CACHED = 1024
-"""Chunks whose index terms ``complete_sections`` remembers: analysing a candidate is its costly
-part, and in a knowledge base the same chunks come back for question after question."""
 
 
 def rank(
@@ -187,6 +182,7 @@ def complete_sections(
     question: str,
     *,
     top_k: int,
+    terms_of: Callable[[str], frozenset[str]] | None = None,
 ) -> SectionPull:
     """``selected`` with the other candidate chunks of each section whose heading names the
     question's rarest term.
@@ -205,6 +201,9 @@ def complete_sections(
     section's chunks go together, in chunk order, where its best-ranked chunk was; the result is
     cut to ``top_k``, so a pulled chunk displaces the lowest-ranked ones, never one ranked above
     its section. ``fit_to_budget`` applies the token budget after.
+
+    ``terms_of``: a chunk text's index terms (``index_terms`` by default); analysing the
+    candidates is the costly part, so the pipeline passes a remembering one.
     """
     unchanged = SectionPull(chunks=list(selected)[:top_k], rare_terms=frozenset())
     asked = frozenset(terms(question))
@@ -213,7 +212,7 @@ def complete_sections(
     named = {id(c): asked & _heading_terms(c.record) for c in selected}
     if not any(named.values()):
         return unchanged  # decided on the few headings alone, no candidate analysed
-    rare = _rarest(asked, [*selected, *candidates])
+    rare = _rarest(asked, [*selected, *candidates], terms_of or index_terms)
     sections = list(dict.fromkeys(_section(c.record) for c in selected if named[id(c)] & rare))
     if not sections:
         return SectionPull(chunks=list(selected)[:top_k], rare_terms=rare)
@@ -273,12 +272,15 @@ def _heading_terms(record: ChunkRecord) -> frozenset[str]:
     return frozenset(terms(title))
 
 
-@functools.lru_cache(maxsize=_TERMS_CACHED)
-def _indexed_terms(text: str) -> frozenset[str]:
+def index_terms(text: str) -> frozenset[str]:
+    """The distinct index terms of ``text`` (``app.text.terms``), as section completion reads a
+    chunk's embedding text."""
     return frozenset(terms(text))
 
 
-def _rarest(asked: frozenset[str], pool: Sequence[ScoredChunk]) -> frozenset[str]:
+def _rarest(
+    asked: frozenset[str], pool: Sequence[ScoredChunk], terms_of: Callable[[str], frozenset[str]]
+) -> frozenset[str]:
     """The terms of ``asked`` contained in the fewest chunks of ``pool`` (and in at least one)."""
     counts: Counter[str] = Counter()
     seen: set[str] = set()
@@ -286,7 +288,7 @@ def _rarest(asked: frozenset[str], pool: Sequence[ScoredChunk]) -> frozenset[str
         if c.record.point_id in seen:
             continue
         seen.add(c.record.point_id)
-        counts.update(asked.intersection(_indexed_terms(c.record.embedding_text())))
+        counts.update(asked.intersection(terms_of(c.record.embedding_text())))
     if not counts:
         return frozenset()
     fewest = min(counts.values())

@@ -22,7 +22,6 @@ import structlog
 from app.errors import InvalidRequestError, ProviderError, QuestionTooLongError
 from app.generation.base import ModelProvider, TextDelta, Usage
 from app.observability import CallerView, RequestTrace, StageClock, TraceError, chunk_scores
-from app.pipeline.counting import RememberedCounts
 from app.pipeline.events import (
     AskRequest,
     DeltaEvent,
@@ -48,9 +47,10 @@ from app.pipeline.hooks import (
     TokenBudget,
     Turn,
 )
+from app.pipeline.remembered import Remembered
 from app.postprocess import extract_citations
 from app.prompting import Prompt, PromptTemplate, build_prompt, document_overhead
-from app.ranking import complete_sections, fit_to_budget, rank
+from app.ranking import complete_sections, fit_to_budget, index_terms, rank
 from app.records import DEFAULT_TENANT, Caller, RetrievalStatus, ScoredChunk
 from app.retrieval import RetrievalFilters, Retriever, relevance_of
 from app.settings import FusionName, RankingSettings, RetrievalSettings, RetrieverMode
@@ -127,7 +127,8 @@ class AskPipeline:
         self.observer = observer or NoObserver()
         self.context_counter = ClaudeTokenEstimate()
         # Chunk texts repeat across questions; prompts and answers do not (they use the above).
-        self.chunk_counts = RememberedCounts(self.context_counter.count)
+        self.chunk_counts = Remembered(self.context_counter.count)
+        self.chunk_terms = Remembered(index_terms)
 
     # -- stage 1: validate ----------------------------------------------------------------
 
@@ -202,12 +203,14 @@ class AskPipeline:
             duplicate_threshold=self.ranking_settings.duplicate_threshold,
         )
         if question is not None:
-            ranked = complete_sections(ranked, candidates, question, top_k=top_k).chunks
-        overhead = document_overhead(template, ranked, self.chunk_counts.count)
+            ranked = complete_sections(
+                ranked, candidates, question, top_k=top_k, terms_of=self.chunk_terms
+            ).chunks
+        overhead = document_overhead(template, ranked, self.chunk_counts)
         return fit_to_budget(
             ranked,
             context_tokens or self.ranking_settings.context_tokens,
-            self.chunk_counts.count,
+            self.chunk_counts,
             per_chunk_overhead=overhead,
         )
 
