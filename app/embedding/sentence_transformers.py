@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,18 +90,23 @@ class SentenceTransformerEmbedder:
             raise EmbeddingModelError(f"embedding model {settings.model!r} does not report its input limit")
         self.max_tokens = int(max_length) - special
         self._batch_size = settings.batch_size
-        # A fast (Rust) tokenizer raises "Already borrowed" when two threads use it at once, and
-        # several may: the retrieval workers and the offline answerer. One lock serialises the
-        # model's calls; token counts use their own copy of the tokenizer (``TextTokenizer``).
-        self._lock = threading.Lock()
+        # Every call of the model runs on this one thread, whoever makes it (the lifespan's
+        # warm-up, the question batcher, ingestion). Torch's OpenMP runtime gives each thread that
+        # runs torch a team of worker threads of its own, and once it manages more threads than
+        # there are cores it stops spin-waiting between parallel regions: with two calling
+        # threads, every forward pass waited on sleeping workers (docs/load.md, "One model
+        # thread"). One thread also serialises the calls, which the fast (Rust) tokenizer needs
+        # ("Already borrowed" when two threads use it at once); token counts use their own copy
+        # of it (``TextTokenizer``).
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-model")
+        self._runner_thread: threading.Thread | None = None
         self._text = TextTokenizer(self._tokenizer)
         self._special = _special_tokens(self._tokenizer)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock:
-            return self._encode(texts)
+        return self._on_model_thread(lambda: self._encode(texts))
 
     def embed_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int] | None]) -> np.ndarray:
         """``embed(texts)``, given the token ids (no special tokens, as ``ids`` returns them) of
@@ -113,8 +119,23 @@ class SentenceTransformerEmbedder:
         known = {text: ids for text, ids in zip(texts, token_ids, strict=True) if ids is not None}
         if self._special is None or not known:
             return self.embed(texts)
-        with self._lock, self._preprocessed(known, self._special):
-            return self._encode(texts)
+        special = self._special
+
+        def encode() -> np.ndarray:
+            with self._preprocessed(known, special):
+                return self._encode(texts)
+
+        return self._on_model_thread(encode)
+
+    def _on_model_thread(self, call: Callable[[], np.ndarray]) -> np.ndarray:
+        """``call()``, run on the model's own thread (the caller waits for it)."""
+        if threading.current_thread() is self._runner_thread:
+            return call()
+        return self._runner.submit(self._remembering_thread, call).result()
+
+    def _remembering_thread(self, call: Callable[[], np.ndarray]) -> np.ndarray:
+        self._runner_thread = threading.current_thread()
+        return call()
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(
@@ -130,7 +151,7 @@ class SentenceTransformerEmbedder:
     def _preprocessed(
         self, known: dict[str, Sequence[int]], special: tuple[list[int], list[int]]
     ) -> Iterator[None]:
-        """While ``encode`` runs (under the lock), build a batch's model inputs from ``known`` ids
+        """While ``encode`` runs (on the model thread), build a batch's model inputs from ``known`` ids
         when it has them for every text of the batch, and fall back to the model's own
         tokenization otherwise.
 

@@ -18,12 +18,17 @@ def test_counting_tokens_does_not_wait_while_the_model_is_encoding(
 ) -> None:
     expected = embedder.count("How do I ingest documents?")
     counted: list[int] = []
-    # Hold the model's lock as a long encode would, and count from another thread meanwhile.
-    with embedder._lock:
+    # Keep the model's thread busy as a long encode would, and count from another thread meanwhile.
+    release = threading.Event()
+    busy = embedder._runner.submit(release.wait, 30)
+    try:
         worker = threading.Thread(target=lambda: counted.append(embedder.count("How do I ingest documents?")))
         worker.start()
         worker.join(timeout=10)
-        assert counted == [expected], "the count waited for the model's lock"
+        assert counted == [expected], "the count waited for the model"
+    finally:
+        release.set()
+        busy.result(timeout=30)
     assert expected == len(embedder.offsets("How do I ingest documents?"))
 
 
