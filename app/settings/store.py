@@ -118,5 +118,12 @@ class StoreSettings(_Section, frozen=True):
     """Candidates explored while the HNSW graph is built (Edge and server): better graphs,
     slower builds. Chosen with ``hnsw_m`` for recall@10 >= 0.98 up to 300,000 chunks."""
 
+    point_cache: Annotated[int, Meta(ge=0, le=1_000_000)] = 4096
+    """Points whose search data (record, dense and sparse vectors, as Python objects) the Edge
+    store keeps between writes, so that a chunk found again is not rebuilt from the engine: in
+    process that building, not the search, is most of what a search costs. The least recently
+    kept are dropped beyond it; any write empties it; 0 keeps none. Memory: a few KB a point
+    (docs/store.md). Not used with a server, whose results arrive over the wire anyway."""
+
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     """How a Qdrant server or cluster lays out the collection (``[store.cluster]``)."""

@@ -20,25 +20,29 @@ HNSW segments. The folder is locked for one process at a time (``app.store.locki
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import qdrant_edge as qe
 from qdrant_client import models
 from qdrant_client.http import models as rest
 
 from app.errors import StoreLockedError, StoreUnavailableError
+from app.records import SparseTerms
 from app.store.edge_models import (
     edge_filter,
     edge_id,
+    edge_nearest,
     edge_point,
     edge_query,
+    edge_search_params,
     edge_with_payload,
     point_id,
     record,
@@ -46,7 +50,7 @@ from app.store.edge_models import (
 )
 from app.store.locking import FolderLock
 
-__all__ = ["EdgeClient", "EdgeIndexing"]
+__all__ = ["EdgeClient", "EdgeIndexing", "Nearest"]
 
 _META_SUFFIX = ".collection.json"
 # A quantized scan keeps this many times the limit as candidates and rescores them against the
@@ -54,6 +58,8 @@ _META_SUFFIX = ".collection.json"
 _RESCORE_OVERSAMPLING = 2.0
 # Full-scan threshold (KB) of an int8 collection: every search of an indexed segment is a scan.
 _ALWAYS_SCAN_KB = 2**40
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _DONE = models.UpdateResult.model_construct(operation_id=None, status=models.UpdateStatus.COMPLETED)
 
 
@@ -75,6 +81,38 @@ class EdgeIndexing:
         return self.dense_index == "int8"
 
 
+@dataclass(frozen=True, slots=True)
+class Nearest:
+    """One nearest-neighbour query of ``EdgeClient.query_points``, in the store's own terms."""
+
+    vector: list[float] | SparseTerms
+    """A dense vector's floats, or a sparse vector's terms."""
+    using: str
+    """The named vector searched."""
+    limit: int
+    with_payload: bool
+    with_vector: bool | list[str]
+    """Whether the points come with their vectors, or which of them."""
+    params: models.SearchParams | None = None
+    """HNSW beam and exactness, as ``edge_query`` reads them from a request."""
+
+
+def _writes(method: Callable[Concatenate[EdgeClient, _P], _R]) -> Callable[Concatenate[EdgeClient, _P], _R]:
+    """Count a method's calls in ``EdgeClient.write_epoch``, before and after it runs."""
+
+    @functools.wraps(method)
+    def counted(self: EdgeClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._writes_guard:
+            self._writes_begun += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with self._writes_guard:
+                self._writes_ended += 1
+
+    return counted
+
+
 class EdgeClient:
     """The subset of ``QdrantClient`` that ``QdrantStore`` uses, on Qdrant Edge shards in ``root``.
 
@@ -88,6 +126,20 @@ class EdgeClient:
         self._lock = FolderLock(root)
         self._shards: dict[str, qe.EdgeShard] = {}
         self._guard = threading.Lock()
+        # Writes begun and ended, for ``write_epoch``.
+        self._writes_begun = 0
+        self._writes_ended = 0
+        self._writes_guard = threading.Lock()
+
+    @property
+    def write_epoch(self) -> int | None:
+        """How many writes (of points, payloads or collections) this client has begun, when none
+        is under way; None while one is. The folder lock keeps every other process out, so point
+        data read at one epoch stays true until the epoch changes: what a cache of it is
+        checked against (``QdrantStore``'s point cache)."""
+        ended = self._writes_ended
+        begun = self._writes_begun
+        return begun if begun == ended else None
 
     # -- collections ----------------------------------------------------------------------------
 
@@ -118,6 +170,7 @@ class EdgeClient:
                 self._shards[name] = _load(self.root / name)
             return self._shards[name]
 
+    @_writes
     def create_collection(
         self,
         collection_name: str,
@@ -168,6 +221,7 @@ class EdgeClient:
             os.replace(tmp, meta)
         return True
 
+    @_writes
     def delete_collection(self, collection_name: str) -> bool:
         with self._guard:
             shard = self._shards.pop(collection_name, None)
@@ -177,6 +231,7 @@ class EdgeClient:
             shutil.rmtree(self.root / collection_name, ignore_errors=True)
         return True
 
+    @_writes
     def rename_collection(self, old_name: str, new_name: str) -> None:
         """Give a collection another name (``kb store migrate`` fills one under a temporary name:
         a collection that exists is always complete)."""
@@ -225,12 +280,14 @@ class EdgeClient:
 
     # -- writes ---------------------------------------------------------------------------------
 
+    @_writes
     def upsert(
         self, collection_name: str, *, points: Sequence[models.PointStruct], wait: bool = True
     ) -> object:
         self._shard(collection_name).update(qe.UpdateOperation.upsert_points([edge_point(p) for p in points]))
         return _DONE
 
+    @_writes
     def delete(self, collection_name: str, *, points_selector: Any, wait: bool = True) -> object:
         selected = _selector(points_selector)
         shard = self._shard(collection_name)
@@ -240,6 +297,7 @@ class EdgeClient:
             shard.update(qe.UpdateOperation.delete_points(selected))
         return _DONE
 
+    @_writes
     def set_payload(
         self,
         collection_name: str,
@@ -257,6 +315,7 @@ class EdgeClient:
             shard.update(qe.UpdateOperation.set_payload(selected, payload, key))
         return _DONE
 
+    @_writes
     def delete_payload(
         self, collection_name: str, *, keys: Sequence[str], points: Any, wait: bool = True
     ) -> object:
@@ -313,14 +372,33 @@ class EdgeClient:
         ]
 
     def query_points(
-        self, collection_name: str, *, requests: Sequence[models.QueryRequest]
+        self,
+        collection_name: str,
+        *,
+        queries: Sequence[Nearest],
+        query_filter: models.Filter | None = None,
     ) -> list[list[qe.ScoredPoint]]:
-        """``query_batch_points`` with Edge's own points as results, for callers that read them
-        directly (``QdrantStore.search``): building qdrant-client models from them costs more
-        than the search itself at these sizes."""
+        """The nearest points of each of ``queries``, all under ``query_filter``, as Edge's own
+        points, for callers that read them directly (``QdrantStore.search``): building
+        qdrant-client models from them, or for the requests, costs more than the search itself
+        at these sizes. The filter is translated once for the batch."""
         oversampling = _RESCORE_OVERSAMPLING if self.indexing.quantized else None
+        found = edge_filter(query_filter)
         batch = qe.QueryBatchRequest(
-            [edge_query(r, default_ef=self.indexing.hnsw_ef, oversampling=oversampling) for r in requests]
+            [
+                edge_nearest(
+                    query.vector,
+                    using=query.using,
+                    limit=query.limit,
+                    filter=found,
+                    with_payload=query.with_payload,
+                    with_vector=query.with_vector,
+                    params=edge_search_params(
+                        query.params, default_ef=self.indexing.hnsw_ef, oversampling=oversampling
+                    ),
+                )
+                for query in queries
+            ]
         )
         return self._shard(collection_name).query_batch(batch)
 

@@ -9,18 +9,26 @@ condition silently left out of a filter would widen a tenant's search.
 
 from __future__ import annotations
 
+import functools
+import struct
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
+from app.records import SparseTerms
+
 __all__ = [
+    "dense_array",
     "edge_filter",
     "edge_id",
+    "edge_nearest",
     "edge_point",
     "edge_query",
+    "edge_search_params",
     "edge_with_payload",
     "point_id",
     "record",
@@ -164,9 +172,6 @@ def edge_query(
     query = request.query
     if isinstance(query, models.NearestQuery):
         query = query.nearest
-    params = request.params
-    ef = params.hnsw_ef if params is not None and params.hnsw_ef is not None else default_ef
-    exact = bool(params.exact) if params is not None and params.exact is not None else False
     return qe.QueryRequest(
         limit=request.limit if request.limit is not None else 10,
         query=qe.Query.Nearest(_edge_vector(query), using=request.using),
@@ -174,15 +179,52 @@ def edge_query(
         with_payload=edge_with_payload(request.with_payload if request.with_payload is not None else False),
         with_vector=_edge_with_vector(request.with_vector if request.with_vector is not None else False),
         score_threshold=request.score_threshold,
-        params=qe.SearchParams(
-            hnsw_ef=ef,
-            exact=exact,
-            quantization=(
-                qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
-                if oversampling is not None and not exact
-                else None
-            ),
+        params=edge_search_params(request.params, default_ef=default_ef, oversampling=oversampling),
+    )
+
+
+def edge_search_params(
+    params: models.SearchParams | None, *, default_ef: int | None, oversampling: float | None
+) -> qe.SearchParams:
+    """A query's search parameters, as ``edge_query`` describes them."""
+    ef = params.hnsw_ef if params is not None and params.hnsw_ef is not None else default_ef
+    exact = bool(params.exact) if params is not None and params.exact is not None else False
+    return qe.SearchParams(
+        hnsw_ef=ef,
+        exact=exact,
+        quantization=(
+            qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+            if oversampling is not None and not exact
+            else None
         ),
+    )
+
+
+def edge_nearest(
+    vector: list[float] | SparseTerms,
+    *,
+    using: str,
+    limit: int,
+    filter: qe.Filter | None,
+    with_payload: bool,
+    with_vector: bool | list[str],
+    params: qe.SearchParams,
+) -> qe.QueryRequest:
+    """``edge_query`` of a request the store would have built, from its parts directly: no
+    qdrant-client model in between (building and validating one costs more than translating
+    it). ``filter`` and ``params`` are translated already, once for every query of a batch."""
+    query = (
+        qe.SparseVector(list(vector.indices), [float(v) for v in vector.values])
+        if isinstance(vector, SparseTerms)
+        else vector
+    )
+    return qe.QueryRequest(
+        limit=limit,
+        query=qe.Query.Nearest(query, using=using),
+        filter=filter,
+        with_payload=with_payload,
+        with_vector=with_vector,
+        params=params,
     )
 
 
@@ -219,3 +261,18 @@ def record(point: qe.Record) -> models.Record:
         shard_key=None,
         order_value=None,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _packer(size: int) -> struct.Struct:
+    return struct.Struct(f"={size}f")
+
+
+def dense_array(values: list[float]) -> np.ndarray:
+    """A dense vector as Edge returns it (a list of floats) as a float32 array of its own, equal
+    bit for bit to ``np.asarray(values, dtype=np.float32)``: packing the floats straight into
+    the array's buffer skips numpy's inspection of a Python sequence, most of that call's cost.
+    The floats are float32 values already (the engine stores float32), so no rounding differs."""
+    found = np.empty(len(values), dtype=np.float32)
+    _packer(len(values)).pack_into(found.data, 0, *values)
+    return found

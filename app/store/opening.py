@@ -129,6 +129,7 @@ def open_store(settings: Settings) -> QdrantStore:
         upsert_batch_size=store.upsert_batch_size,
         location=str(root),
         hnsw_ef=store.hnsw_ef,
+        point_cache=store.point_cache,
     )
 
 
