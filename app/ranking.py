@@ -16,6 +16,7 @@ Three pure stages:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,7 +29,15 @@ from app.records import ChunkRecord, ScoredChunk
 from app.text.sentences import sentence_spans
 from app.text.terms import terms
 
-__all__ = ["SectionKey", "SectionPull", "complete_sections", "fit_to_budget", "index_terms", "rank"]
+__all__ = [
+    "SectionKey",
+    "SectionPull",
+    "complete_sections",
+    "fit_to_budget",
+    "index_terms",
+    "rank",
+    "text_words",
+]
 
 _SHINGLE = 5
 """Words per shingle for text near-duplicate detection."""
@@ -45,6 +54,7 @@ def rank(
     top_k: int,
     mmr_lambda: float,
     duplicate_threshold: float,
+    words_of: Callable[[str], Sequence[str]] | None = None,
 ) -> list[ScoredChunk]:
     """Select up to ``top_k`` mutually non-redundant chunks of ``candidates``, best first.
 
@@ -62,7 +72,9 @@ def rank(
        there rather than over the whole pool spends the tokenising (the costly part, ~20 us a
        chunk) only on chunks that would otherwise be selected.
 
-    The result is in selection order (the order the prompt numbers sources in).
+    The result is in selection order (the order the prompt numbers sources in). ``words_of``
+    gives a text's lower-cased words (``text_words`` by default); the pipeline passes a
+    remembering one, since the same chunks come back question after question.
     """
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
@@ -76,7 +88,7 @@ def rank(
     keep = _drop_vector_duplicates(sims, has_vec, duplicate_threshold)
     pool = [pool[i] for i in keep]
     sims = sims[np.ix_(keep, keep)]
-    return [pool[i] for i in _mmr(pool, sims, top_k, mmr_lambda)]
+    return [pool[i] for i in _mmr(pool, sims, top_k, mmr_lambda, words_of or text_words)]
 
 
 def _cosine_matrix(pool: Sequence[ScoredChunk]) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +102,10 @@ def _cosine_matrix(pool: Sequence[ScoredChunk]) -> tuple[np.ndarray, np.ndarray]
         # Vectors of different sizes come from different models: cosines would be meaningless.
         return sims, np.zeros(n, dtype=bool)
     idx = np.flatnonzero(has_vec)
-    mat = np.asarray([pool[int(i)].vector for i in idx], dtype=np.float32)
+    # One flat pass over the floats: cheaper than numpy's walk of a nested sequence.
+    rows = [pool[int(i)].vector or () for i in idx]
+    mat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float32, count=len(rows) * len(rows[0]))
+    mat = mat.reshape(len(rows), -1)
     # Vectors are meant to be unit length already; normalising again costs microseconds and
     # protects the thresholds from a retriever that returns raw vectors.
     norms = np.linalg.norm(mat, axis=1, keepdims=True)
@@ -103,10 +118,12 @@ def _drop_vector_duplicates(sims: np.ndarray, has_vec: np.ndarray, threshold: fl
     """Indices of the score-sorted pool that are not near-copies of a better kept chunk."""
     n = len(has_vec)
     alive = np.ones(n, dtype=bool)
-    for i in range(n):
+    close = np.triu(sims >= threshold, 1) & has_vec[:, None] & has_vec[None, :]
+    # Most pools have no copy at all: only the rows with one need the greedy pass.
+    for i in np.flatnonzero(close.any(axis=1)).tolist():
         # Greedy in score order: a chunk dropped as a copy cannot knock out a third chunk.
-        if alive[i] and has_vec[i]:
-            alive[i + 1 :] &= ~(has_vec[i + 1 :] & (sims[i, i + 1 :] >= threshold))
+        if alive[i]:
+            alive &= ~close[i]
     return np.flatnonzero(alive).tolist()
 
 
@@ -117,20 +134,30 @@ class _TextSeen:
         self.shingles: set[tuple[str, ...]] = set()
         self.text = " "
 
-    def covers(self, text: str) -> tuple[bool, list[str]]:
-        words = _WORD_RE.findall(text.lower())
+    def covers(self, words: Sequence[str]) -> bool:
         if len(words) < _SHINGLE:
             # Too short for shingles: a duplicate only if it appears word for word.
-            return bool(words) and f" {' '.join(words)} " in self.text, words
+            return bool(words) and f" {' '.join(words)} " in self.text
         shingles = set(zip(*(words[k:] for k in range(_SHINGLE)), strict=False))
-        return len(shingles & self.shingles) >= _TEXT_OVERLAP * len(shingles), words
+        return len(shingles & self.shingles) >= _TEXT_OVERLAP * len(shingles)
 
-    def add(self, words: list[str]) -> None:
+    def add(self, words: Sequence[str]) -> None:
         self.shingles.update(zip(*(words[k:] for k in range(_SHINGLE)), strict=False))
         self.text += " ".join(words) + " "
 
 
-def _mmr(pool: Sequence[ScoredChunk], sims: np.ndarray, top_k: int, lam: float) -> list[int]:
+def text_words(text: str) -> tuple[str, ...]:
+    """The lower-cased words of ``text``, as text near-duplicates are compared."""
+    return tuple(_WORD_RE.findall(text.lower()))
+
+
+def _mmr(
+    pool: Sequence[ScoredChunk],
+    sims: np.ndarray,
+    top_k: int,
+    lam: float,
+    words_of: Callable[[str], Sequence[str]],
+) -> list[int]:
     scores = np.array([c.score for c in pool], dtype=np.float64)
     span = scores.max() - scores.min()
     relevance = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
@@ -144,8 +171,8 @@ def _mmr(pool: Sequence[ScoredChunk], sims: np.ndarray, top_k: int, lam: float) 
         # argmax takes the first maximum: ties go to the better-scored chunk.
         best = int(np.argmax(gain))
         available[best] = False
-        duplicate, words = seen.covers(pool[best].record.text)
-        if duplicate:
+        words = words_of(pool[best].record.text)
+        if seen.covers(words):
             continue
         seen.add(words)
         chosen.append(best)
@@ -219,7 +246,7 @@ def complete_sections(
     chosen = {c.record.point_id for c in selected}
     seen = _TextSeen()
     for c in selected:
-        seen.add(_WORD_RE.findall(c.record.text.lower()))
+        seen.add(text_words(c.record.text))
     members: dict[SectionKey, list[ScoredChunk]] = {key: [] for key in sections}
     for c in selected:
         if (key := _section(c.record)) in members:
@@ -229,8 +256,8 @@ def complete_sections(
         key = _section(c.record)
         if key not in members or c.record.point_id in chosen:
             continue
-        duplicate, words = seen.covers(c.record.text)
-        if duplicate:
+        words = text_words(c.record.text)
+        if seen.covers(words):
             continue
         seen.add(words)
         chosen.add(c.record.point_id)

@@ -50,7 +50,7 @@ from app.pipeline.hooks import (
 from app.pipeline.remembered import Remembered
 from app.postprocess import extract_citations
 from app.prompting import Prompt, PromptTemplate, build_prompt, document_overhead
-from app.ranking import complete_sections, fit_to_budget, index_terms, rank
+from app.ranking import complete_sections, fit_to_budget, index_terms, rank, text_words
 from app.records import DEFAULT_TENANT, Caller, RetrievalStatus, ScoredChunk
 from app.retrieval import RetrievalFilters, Retriever, relevance_of
 from app.settings import FusionName, RankingSettings, RetrievalSettings, RetrieverMode
@@ -129,6 +129,7 @@ class AskPipeline:
         # Chunk texts repeat across questions; prompts and answers do not (they use the above).
         self.chunk_counts = Remembered(self.context_counter.count)
         self.chunk_terms = Remembered(index_terms)
+        self.chunk_words = Remembered(text_words)
 
     # -- stage 1: validate ----------------------------------------------------------------
 
@@ -201,6 +202,7 @@ class AskPipeline:
             top_k=top_k,
             mmr_lambda=self.ranking_settings.mmr_lambda,
             duplicate_threshold=self.ranking_settings.duplicate_threshold,
+            words_of=self.chunk_words,
         )
         if question is not None:
             ranked = complete_sections(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from app.ranking import fit_to_budget, rank
+from app.ranking import fit_to_budget, rank, text_words
 from app.records import ScoredChunk
 from app.text.sentences import split_sentences
 from app.text.tokens import ClaudeTokenEstimate
@@ -203,6 +203,31 @@ def test_returns_the_candidate_objects_themselves() -> None:
     candidates = [chunk("a", 0.9), chunk("b", 0.8)]
     result = rank(candidates, top_k=2, mmr_lambda=0.75, duplicate_threshold=0.95)
     assert result[0] is candidates[0] and result[1] is candidates[1]
+
+
+def test_texts_are_read_through_words_of_and_only_as_mmr_reaches_them() -> None:
+    read: list[str] = []
+
+    def words_of(text: str) -> tuple[str, ...]:
+        read.append(text)
+        return text_words(text)
+
+    candidates = [chunk(f"c{i}", 1.0 - i / 10, vector=at_angle(i * 30)) for i in range(6)]
+    chosen = rank(candidates, top_k=2, mmr_lambda=0.75, duplicate_threshold=0.95, words_of=words_of)
+    assert len(chosen) == 2
+    assert sorted(read) == sorted(c.record.text for c in chosen)  # not the four left out
+
+
+def test_a_chain_of_copies_drops_only_what_a_kept_chunk_copies() -> None:
+    # a-b and b-c are copies, a-c are not: b goes (a copies it), so c stays; d copies nothing.
+    candidates = [
+        chunk("a", 0.9, vector=at_angle(0)),
+        chunk("b", 0.8, vector=at_angle(4)),
+        chunk("c", 0.7, vector=at_angle(8)),
+        chunk("d", 0.6, vector=at_angle(70)),
+        chunk("no-vector", 0.5),
+    ]
+    assert run(candidates, top_k=5, mmr_lambda=1.0, dup=0.9965) == ["a", "c", "d", "no-vector"]
 
 
 # --- sentences ---------------------------------------------------------------------------------
