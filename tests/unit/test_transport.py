@@ -59,10 +59,10 @@ def limits(**overrides: Any) -> TransportLimits:
     return TransportLimits(**values)
 
 
-def _config(guard_limits: TransportLimits) -> uvicorn.Config:
+def _config(guard_limits: TransportLimits, factory: GuardedProtocolFactory | None = None) -> uvicorn.Config:
     return uvicorn.Config(
         cast(Any, tiny_app),
-        http=cast(Any, GuardedProtocolFactory(guard_limits)),
+        http=cast(Any, factory or GuardedProtocolFactory(guard_limits)),
         backlog=guard_limits.accept_burst,
         lifespan="off",
         log_level="warning",
@@ -80,9 +80,9 @@ def _listener() -> Listener:
 
 
 @contextmanager
-def served(guard_limits: TransportLimits) -> Iterator[int]:
+def served(guard_limits: TransportLimits, factory: GuardedProtocolFactory | None = None) -> Iterator[int]:
     sock = _listener()
-    server = uvicorn.Server(_config(guard_limits))
+    server = uvicorn.Server(_config(guard_limits, factory))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -128,27 +128,13 @@ def get(conn: socket.socket, path: str = "/") -> bytes:
 
 def test_every_connection_has_nagle_off_so_a_response_in_pieces_is_not_held_back() -> None:
     factory = GuardedProtocolFactory(limits())
-    sock = _listener()
-    server = uvicorn.Server(_config(limits()))
-    server.config.http = cast(Any, factory)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        give_up = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < give_up and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.01)
-        with connect(sock.getsockname()[1]) as conn:
-            assert get(conn).endswith(b"ok")
-            guard = factory._guard
-            assert guard is not None and len(guard.open) == 1
-            (protocol,) = guard.open
-            served_socket = protocol.transport.get_extra_info("socket")
-            assert served_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with served(limits(), factory) as port, connect(port) as conn:
+        assert get(conn).endswith(b"ok")
+        guard = factory._guard
+        assert guard is not None and len(guard.open) == 1
+        (protocol,) = guard.open
+        served_socket = protocol.transport.get_extra_info("socket")
+        assert served_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_the_cap_defaults_to_the_open_file_limit_minus_the_reserve() -> None:
