@@ -210,6 +210,7 @@ def complete_sections(
     *,
     top_k: int,
     terms_of: Callable[[str], frozenset[str]] | None = None,
+    words_of: Callable[[str], Sequence[str]] | None = None,
 ) -> SectionPull:
     """``selected`` with the other candidate chunks of each section whose heading names the
     question's rarest term.
@@ -230,7 +231,8 @@ def complete_sections(
     its section. ``fit_to_budget`` applies the token budget after.
 
     ``terms_of``: a chunk text's index terms (``index_terms`` by default); analysing the
-    candidates is the costly part, so the pipeline passes a remembering one.
+    candidates is the costly part, so the pipeline passes a remembering one. ``words_of``: as
+    ``rank``'s (``text_words`` by default).
     """
     unchanged = SectionPull(chunks=list(selected)[:top_k], rare_terms=frozenset())
     asked = frozenset(terms(question))
@@ -244,9 +246,10 @@ def complete_sections(
     if not sections:
         return SectionPull(chunks=list(selected)[:top_k], rare_terms=rare)
     chosen = {c.record.point_id for c in selected}
+    words = words_of or text_words
     seen = _TextSeen()
     for c in selected:
-        seen.add(text_words(c.record.text))
+        seen.add(words(c.record.text))
     members: dict[SectionKey, list[ScoredChunk]] = {key: [] for key in sections}
     for c in selected:
         if (key := _section(c.record)) in members:
@@ -256,10 +259,10 @@ def complete_sections(
         key = _section(c.record)
         if key not in members or c.record.point_id in chosen:
             continue
-        words = text_words(c.record.text)
-        if seen.covers(words):
+        found = words(c.record.text)
+        if seen.covers(found):
             continue
-        seen.add(words)
+        seen.add(found)
         chosen.add(c.record.point_id)
         members[key].append(c)
         pulled[c.record.point_id] = None

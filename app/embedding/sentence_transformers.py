@@ -98,8 +98,10 @@ class SentenceTransformerEmbedder:
         # thread"). One thread also serialises the calls, which the fast (Rust) tokenizer needs
         # ("Already borrowed" when two threads use it at once); token counts use their own copy
         # of it (``TextTokenizer``).
-        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-model")
         self._runner_thread: threading.Thread | None = None
+        self._runner = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="kb-model", initializer=self._claim_thread
+        )
         self._text = TextTokenizer(self._tokenizer)
         self._special = _special_tokens(self._tokenizer)
 
@@ -131,11 +133,10 @@ class SentenceTransformerEmbedder:
         """``call()``, run on the model's own thread (the caller waits for it)."""
         if threading.current_thread() is self._runner_thread:
             return call()
-        return self._runner.submit(self._remembering_thread, call).result()
+        return self._runner.submit(call).result()
 
-    def _remembering_thread(self, call: Callable[[], np.ndarray]) -> np.ndarray:
+    def _claim_thread(self) -> None:
         self._runner_thread = threading.current_thread()
-        return call()
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(

@@ -206,7 +206,12 @@ class AskPipeline:
         )
         if question is not None:
             ranked = complete_sections(
-                ranked, candidates, question, top_k=top_k, terms_of=self.chunk_terms
+                ranked,
+                candidates,
+                question,
+                top_k=top_k,
+                terms_of=self.chunk_terms,
+                words_of=self.chunk_words,
             ).chunks
         overhead = document_overhead(template, ranked, self.chunk_counts)
         return fit_to_budget(
