@@ -110,7 +110,11 @@ def _cosine_matrix(pool: Sequence[ScoredChunk]) -> tuple[np.ndarray, np.ndarray]
     # protects the thresholds from a retriever that returns raw vectors.
     norms = np.linalg.norm(mat, axis=1, keepdims=True)
     mat /= np.where(norms > 0, norms, 1.0)
-    sims[np.ix_(idx, idx)] = mat @ mat.T
+    # Not ``mat @ mat.T``: a product this size goes to BLAS's worker threads, which wait for
+    # cores while the model's threads compute on all of them, and the event loop waits with
+    # them (a thousand times the idle time, measured: bench/bench_ranking.py). einsum's own
+    # loop runs on this thread alone.
+    sims[np.ix_(idx, idx)] = np.einsum("ik,jk->ij", mat, mat)
     return sims, has_vec
 
 
