@@ -22,6 +22,8 @@ Output is deterministic: the same prompt (and embedder) gives the same answer.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -101,8 +103,7 @@ class ExtractiveProvider(ModelProvider):
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[TextDelta | Usage]:
         # Embedding the candidates is CPU work: keep it off the event loop.
-        async with self._one_at_a_time:
-            answer = await asyncio.to_thread(self.answer, prompt)
+        answer = await self._answer_in_turn(prompt)
         for piece in _pieces(answer, _WORDS_PER_DELTA):
             yield TextDelta(piece)
             # Yield to the loop between pieces so a disconnect can cancel the stream promptly.
@@ -111,6 +112,29 @@ class ExtractiveProvider(ModelProvider):
             self._counter.count(m.content) for m in prompt.messages
         )
         yield Usage(input_tokens=input_tokens, output_tokens=self._counter.count(answer))
+
+    async def _answer_in_turn(self, prompt: Prompt) -> str:
+        """``answer(prompt)`` on a worker thread, once the answer before it has finished.
+
+        The turn is handed on when the thread ends, not when the caller stops waiting: a
+        request cancelled mid-answer (its client left) cannot stop the thread, and handing the
+        turn on at once would let every abandoned answer keep computing beside the next ones,
+        on the model the questions behind them wait for."""
+        await self._one_at_a_time.acquire()
+        try:
+            # As ``asyncio.to_thread``: the thread sees this request's context (its log fields).
+            call = functools.partial(contextvars.copy_context().run, self.answer, prompt)
+            work = asyncio.get_running_loop().run_in_executor(None, call)
+        except BaseException:
+            self._one_at_a_time.release()
+            raise
+        work.add_done_callback(self._hand_on)
+        return await asyncio.shield(work)
+
+    def _hand_on(self, work: asyncio.Future[str]) -> None:
+        self._one_at_a_time.release()
+        if not work.cancelled():
+            work.exception()  # retrieved: an abandoned answer's failure is nobody's to report
 
     def answer(self, prompt: Prompt) -> str:
         """The whole answer text (what ``stream`` sends, in pieces)."""

@@ -77,3 +77,51 @@ def test_an_answer_whose_client_left_while_waiting_its_turn_frees_the_turn() -> 
         return await asyncio.wait_for(_answer(answerer, "When must expense claims be submitted?"), 5.0)
 
     assert "30 days" in asyncio.run(main())
+
+
+def test_an_answer_whose_client_left_mid_answer_keeps_the_turn_until_its_work_ends() -> None:
+    # Its thread cannot be stopped: were the turn handed on when the request was cancelled, every
+    # abandoned answer would go on computing beside the next ones (a burst of clients hanging
+    # up left the model busy with answers nobody would read, ahead of the next request).
+    embedder = SlowConcepts()
+    answerer = provider(embedder=embedder)
+
+    async def main() -> str:
+        gone = asyncio.create_task(_answer(answerer, "How do I reset my password?"))
+        await asyncio.sleep(0.05)  # its answer is being computed
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await asyncio.wait_for(_answer(answerer, "When must expense claims be submitted?"), 5.0)
+
+    assert "30 days" in asyncio.run(main())
+    assert embedder.most_at_once == 1
+
+
+def test_a_failure_of_an_abandoned_answer_is_retrieved_and_the_turn_still_handed_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class FailingOnce(SlowConcepts):
+        def __init__(self) -> None:
+            super().__init__()
+            self.failed = False
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            if not self.failed:
+                self.failed = True
+                time.sleep(0.1)
+                raise RuntimeError("model fault")
+            return super().embed(texts)
+
+    answerer = provider(embedder=FailingOnce())
+
+    async def main() -> str:
+        gone = asyncio.create_task(_answer(answerer, "How do I reset my password?"))
+        await asyncio.sleep(0.03)
+        gone.cancel()
+        answer = await asyncio.wait_for(_answer(answerer, "When must expense claims be submitted?"), 5.0)
+        del gone
+        return answer
+
+    assert "30 days" in asyncio.run(main())
+    assert "never retrieved" not in caplog.text
