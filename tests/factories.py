@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.records import ChunkRecord
+from app.records import ChunkRecord, SparseTerms
 
 
 def chunk_record(
@@ -44,3 +44,23 @@ class ConstantEmbedder:
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         return [(0, len(text))]
+
+
+def unit_vectors(n: int, dimension: int, *, seed: int) -> np.ndarray:
+    """``n`` seeded random unit vectors (float32): dense vectors for store tests, no model."""
+    found = np.random.default_rng(seed).normal(size=(n, dimension)).astype(np.float32)
+    unit: np.ndarray = found / np.linalg.norm(found, axis=1, keepdims=True)
+    return unit
+
+
+def sparse_terms(n: int, *, seed: int, vocabulary: int, size: int) -> list[SparseTerms]:
+    """``n`` seeded sparse vectors of ``size`` distinct terms below ``vocabulary``. Real-valued
+    weights: BM25 scores of distinct chunks do not tie, so rankings compare as lists."""
+    rng = np.random.default_rng(seed)
+    return [
+        SparseTerms(
+            sorted(rng.choice(vocabulary, size=size, replace=False).tolist()),
+            [float(v) for v in rng.uniform(0.5, 3.0, size=size)],
+        )
+        for _ in range(n)
+    ]

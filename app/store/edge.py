@@ -136,7 +136,7 @@ class EdgeClient:
         """How many writes (of points, payloads or collections) this client has begun, when none
         is under way; None while one is. The folder lock keeps every other process out, so point
         data read at one epoch stays true until the epoch changes: what a cache of it is
-        checked against (``QdrantStore``'s point cache)."""
+        checked against (the point cache of ``app.store.edge_search.EdgeSearch``)."""
         ended = self._writes_ended
         begun = self._writes_begun
         return begun if begun == ended else None

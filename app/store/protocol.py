@@ -6,7 +6,9 @@ on demand) the read side. Below them, ``StoreClient`` is the engine seam: the ca
 ``QdrantStore`` makes, in qdrant-client's models. Two adapters satisfy it: ``QdrantClient`` itself
 (a server or cluster by ``QDRANT_URL``, or qdrant-client's local mode) and ``EdgeClient``
 (``app.store.edge``: Qdrant Edge in-process, the embedded default). One contract suite runs the
-store over both (tests/integration/test_store_contract.py).
+store over both (tests/integration/test_store_contract.py). Beside them, ``SearchPath`` is how
+``QdrantStore`` searches, chosen once per engine: ``EdgeSearch`` (``app.store.edge_search``) on
+Edge, ``ClientSearch`` (``app.store.client_search``) on every other.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from app.records import ChunkRecord, SearchHit, SparseTerms
 if TYPE_CHECKING:
     from app.store.qdrant import DocumentState
 
-__all__ = ["KnowledgeStore", "SearchStore", "StoreClient"]
+__all__ = ["KnowledgeStore", "SearchPath", "SearchStore", "StoreClient"]
 
 
 class SearchStore(Protocol):
@@ -84,6 +86,25 @@ class KnowledgeStore(SearchStore, Protocol):
     def document_states(
         self, *, tenant: str, include_untenanted: bool = False
     ) -> dict[str, DocumentState]: ...
+
+
+class SearchPath(Protocol):
+    """How ``QdrantStore.search`` reaches its engine: one implementation per kind of engine,
+    given its client, collection and search parameters when the store is made."""
+
+    def search(
+        self,
+        *,
+        dense: np.ndarray | None,
+        sparse: SparseTerms | None,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        with_sparse: bool = False,
+        sparse_limit: int | None = None,
+        known: Mapping[str, SearchHit] | None = None,
+    ) -> tuple[list[SearchHit], list[SearchHit]]:
+        """``SearchStore.search``, with the same arguments and the same hits on every engine."""
+        ...
 
 
 class StoreClient(Protocol):

@@ -11,24 +11,17 @@ shards, replication, on-disk storage, HNSW, quantization). Several ``kb ingest -
 may create it at once; the ones that lose that race take "already exists" as success and check
 the model the winner recorded.
 
-On Qdrant Edge, searches read the engine's own points (``_search_edge``) and keep what they built
-of each (record, dense vector, sparse terms) until the next write through the same client: a
-process holds the folder lock, so no other writer can make that stale. Building those Python
-objects, not the search, is what a search costs in process, and questions keep finding the same
-chunks.
+Searches go through a search path chosen with the engine (``app.store.protocol.SearchPath``):
+on Edge ``app.store.edge_search`` (and its point cache), elsewhere ``app.store.client_search``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import threading
-import uuid
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -36,16 +29,16 @@ from qdrant_client import models
 
 from app.errors import KBError, ModelMismatchError, StoreUnavailableError
 from app.records import ChunkRecord, SearchHit, SparseTerms
-from app.store.edge import EdgeClient, Nearest
-from app.store.edge_models import dense_array
+from app.store.client_search import ClientSearch, point_sparse
+from app.store.edge import EdgeClient
+from app.store.edge_search import POINT_CACHE, EdgeSearch
 from app.store.filters import path_prefixes
-from app.store.protocol import StoreClient
+from app.store.names import DENSE, SPARSE
+from app.store.protocol import SearchPath, StoreClient
 from app.store.tenants import TENANT_FIELD, owned_by, untenanted
 
 __all__ = ["DENSE", "POINT_CACHE", "SPARSE", "CollectionLayout", "DocumentState", "QdrantStore"]
 
-DENSE = "dense"
-SPARSE = "lexical"
 _STATE_FIELDS = ["doc_id", "doc_hash", "chunk_count", "source", "source_name", "source_root"]
 # Keyword indexes a server builds for the payload fields that filters and deletes match on; the
 # tenant's is the multitenancy one (points of a tenant stored together, Qdrant 1.11+).
@@ -55,9 +48,6 @@ _INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
     "path_prefixes": models.PayloadSchemaType.KEYWORD,
     TENANT_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
 }
-# Points whose search data an Edge store keeps (``QdrantStore`` ``point_cache``): the chunks
-# that questions keep finding, at the memory of a record and a dense vector each.
-POINT_CACHE = 4096
 # Document ids per re-binding request: one filter condition each, kept to a modest size.
 _SET_SOURCE_BATCH = 512
 
@@ -116,53 +106,6 @@ class DocumentState:
         return any(h != doc_hash for h in self.points)
 
 
-_PointData = tuple[ChunkRecord, np.ndarray | None]
-_PointId = int | uuid.UUID | str  # as Edge returns them
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _PointCache:
-    """What Edge searches built of their points (record and dense vector, and the sparse vector
-    where one was asked for), by Edge point id, for one ``EdgeClient.write_epoch``: a write
-    empties it, and nothing is kept while one is under way. Bounded: past ``capacity`` points,
-    the oldest are dropped. Thread-safe (the store's search workers share it)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._epoch: int | None = None
-        self._points: OrderedDict[_PointId, _PointData] = OrderedDict()
-        self._terms: OrderedDict[_PointId, SparseTerms | None] = OrderedDict()
-        self._guard = threading.Lock()
-
-    def at(self, epoch: int | None) -> tuple[dict[_PointId, _PointData], dict[_PointId, SparseTerms | None]]:
-        """The cached points of ``epoch`` (empty ones when it is not the cache's, or None)."""
-        with self._guard:
-            if epoch is None or self.capacity <= 0:
-                return {}, {}
-            if epoch != self._epoch:
-                # New dicts, not cleared ones: a search still reading the old ones keeps them.
-                self._epoch, self._points, self._terms = epoch, OrderedDict(), OrderedDict()
-            return self._points, self._terms
-
-    def keep(
-        self,
-        read_at: int | None,
-        now: int | None,
-        points: Mapping[_PointId, _PointData],
-        terms: Mapping[_PointId, SparseTerms | None],
-    ) -> None:
-        """Keep what was read at epoch ``read_at``, if it is still the epoch (``now``) and the
-        cache's: data read before a write must not outlive it."""
-        if not (points or terms) or read_at is None or read_at != now:
-            return
-        with self._guard:
-            if read_at != self._epoch:
-                return
-            _bounded_update(self._points, points, self.capacity)
-            _bounded_update(self._terms, terms, self.capacity)
-
-
 class QdrantStore:
     """Chunk storage and search on one Qdrant collection."""
 
@@ -187,11 +130,16 @@ class QdrantStore:
         self.location = location or collection
         self._upsert_batch_size = upsert_batch_size
         self.layout = layout or CollectionLayout()
-        self._points = _PointCache(point_cache)
-        self._params = (
+        params = (
             models.SearchParams(hnsw_ef=hnsw_ef, quantization=self.layout.search)
             if hnsw_ef is not None or self.layout.search is not None
             else None
+        )
+        # The engine is known here, and does not change: its search path is chosen once.
+        self._search_path: SearchPath = (
+            EdgeSearch(client, collection, params=params, point_cache=point_cache)
+            if isinstance(client, EdgeClient)
+            else ClientSearch(client, collection, params=params)
         )
 
     # -- collection lifecycle -------------------------------------------------------------
@@ -433,176 +381,15 @@ class QdrantStore:
         fetched already (by point id, e.g. a dense search's before the lexical one): a lexical
         hit among them takes their record and vector instead of fetching them again.
         """
-        if isinstance(self.client, EdgeClient):
-            return self._search_edge(
-                self.client,
-                dense=dense,
-                sparse=sparse,
-                limit=limit,
-                query_filter=query_filter,
-                sparse_limit=(limit if sparse_limit is None else sparse_limit) if with_sparse else 0,
-                known=known or {},
-            )
-        requests = self._requests(
-            dense,
-            sparse,
+        return self._search_path.search(
+            dense=dense,
+            sparse=sparse,
             limit=limit,
             query_filter=query_filter,
-            dense_vectors=[DENSE, SPARSE] if with_sparse else [DENSE],
-            lexical_data=True,
+            with_sparse=with_sparse,
+            sparse_limit=sparse_limit,
+            known=known,
         )
-        if not requests:
-            return [], []
-        responses = self.client.query_batch_points(self.collection, requests=requests)
-        results = [[_hit(point) for point in response.points] for response in responses]
-        dense_hits = results.pop(0) if dense is not None else []
-        lexical_hits = results.pop(0) if results else []
-        if with_sparse and sparse_limit is not None:
-            dense_hits = [
-                hit if n < sparse_limit else dataclasses.replace(hit, sparse=None)
-                for n, hit in enumerate(dense_hits)
-            ]
-        return dense_hits, lexical_hits
-
-    def _requests(
-        self,
-        dense: np.ndarray | None,
-        sparse: SparseTerms | None,
-        *,
-        limit: int,
-        query_filter: models.Filter | None,
-        dense_vectors: list[str],
-        lexical_data: bool,
-    ) -> list[models.QueryRequest]:
-        """The dense and the lexical request of one search, each left out without its query:
-        dense hits carry their payload and ``dense_vectors``; lexical hits their payload and
-        dense vector when ``lexical_data``, else ids and scores only."""
-        requests: list[models.QueryRequest] = []
-        if dense is not None:
-            requests.append(
-                models.QueryRequest(
-                    query=dense.tolist(),
-                    using=DENSE,
-                    limit=limit,
-                    filter=query_filter,
-                    params=self._params,
-                    with_payload=True,
-                    with_vector=dense_vectors,
-                )
-            )
-        if sparse is not None and len(sparse):
-            requests.append(
-                models.QueryRequest(
-                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
-                    using=SPARSE,
-                    limit=limit,
-                    filter=query_filter,
-                    with_payload=lexical_data,
-                    with_vector=[DENSE] if lexical_data else False,
-                )
-            )
-        return requests
-
-    def _search_edge(
-        self,
-        client: EdgeClient,
-        *,
-        dense: np.ndarray | None,
-        sparse: SparseTerms | None,
-        limit: int,
-        query_filter: models.Filter | None,
-        sparse_limit: int,
-        known: Mapping[str, SearchHit],
-    ) -> tuple[list[SearchHit], list[SearchHit]]:
-        """``search`` on Qdrant Edge, reading the engine's points directly.
-
-        In process, a search costs little next to turning its points into Python objects (a
-        payload, 384 floats, a sparse vector each), all of it holding the GIL. So the queries
-        return ids and scores only, and each point's data is built once: a point the store has
-        built since the last write comes from its point cache (``point_cache``); the others are
-        fetched in one call, the sparse vectors of the ``sparse_limit`` best dense hits only, and
-        a lexical hit the caller knows already (``known``) is taken from there.
-        """
-        lexical = sparse is not None and len(sparse) > 0
-        queries: list[Nearest] = []
-        if dense is not None:
-            queries.append(
-                Nearest(
-                    dense.tolist(), DENSE, limit, with_payload=False, with_vector=False, params=self._params
-                )
-            )
-        if sparse is not None and lexical:
-            queries.append(Nearest(sparse, SPARSE, limit, with_payload=False, with_vector=False))
-        if not queries:
-            return [], []
-        epoch = client.write_epoch
-        cached, cached_terms = self._points.at(epoch)
-        responses = client.query_points(self.collection, queries=queries, query_filter=query_filter)
-        # Each property of an Edge point builds its Python value anew: read each once.
-        dense_scored = [(point.id, point.score) for point in responses[0]] if dense is not None else []
-        lexical_scored = [(point.id, point.score) for point in responses[-1]] if lexical else []
-        lexical_keys = [str(pid) for pid, _ in lexical_scored]
-        # What this call uses is looked up once, in order (the cache may drop entries meanwhile):
-        # each point's data, None where it must be fetched, and never for a known lexical hit.
-        dense_data = [cached.get(pid) for pid, _ in dense_scored]
-        lexical_data = [
-            None if key in known else cached.get(pid)
-            for (pid, _), key in zip(lexical_scored, lexical_keys, strict=True)
-        ]
-        wanted = [pid for (pid, _), point in zip(dense_scored, dense_data, strict=True) if point is None]
-        wanted += [
-            pid
-            for (pid, _), key, point in zip(lexical_scored, lexical_keys, lexical_data, strict=True)
-            if point is None and key not in known
-        ]
-        fetched = (
-            {
-                r.id: _edge_data(r.payload, r.vector)
-                for r in client.retrieve(
-                    self.collection, list(dict.fromkeys(wanted)), with_payload=True, with_vector=[DENSE]
-                )
-            }
-            if wanted
-            else {}
-        )
-        terms: dict[_PointId, SparseTerms | None] = {}
-        terms_wanted: list[_PointId] = []
-        for pid, _ in dense_scored[:sparse_limit]:
-            if pid in cached_terms:
-                terms[pid] = cached_terms[pid]
-            else:
-                terms_wanted.append(pid)
-        fetched_terms = (
-            {
-                r.id: _edge_sparse(r.vector)
-                for r in client.retrieve(
-                    self.collection, terms_wanted, with_payload=False, with_vector=[SPARSE]
-                )
-            }
-            if terms_wanted
-            else {}
-        )
-        self._points.keep(epoch, client.write_epoch, fetched, fetched_terms)
-        terms.update(fetched_terms)
-
-        def terms_of(pid: _PointId) -> SparseTerms | None:
-            found = terms.get(pid)
-            # Lists of their own for every hit, as a fetch gives: callers may keep or change them.
-            return None if found is None else SparseTerms(list(found.indices), list(found.values))
-
-        dense_hits: list[SearchHit] = []
-        for n, ((pid, score), point) in enumerate(zip(dense_scored, dense_data, strict=True)):
-            if point is None and (point := fetched.get(pid)) is None:
-                continue  # deleted between the search and the fetch: as if not found
-            dense_hits.append(_edge_hit(point, score, terms_of(pid) if n < sparse_limit else None))
-        lexical_hits: list[SearchHit] = []
-        for (pid, score), key, point in zip(lexical_scored, lexical_keys, lexical_data, strict=True):
-            if point is None and (seen := known.get(key)) is not None:
-                # As the lexical search returns it: its BM25 score, its dense vector, no terms.
-                lexical_hits.append(SearchHit(record=seen.record, score=float(score), vector=seen.vector))
-            elif point is not None or (point := fetched.get(pid)) is not None:
-                lexical_hits.append(_edge_hit(point, score, None))
-        return dense_hits, lexical_hits
 
     def sample_sparse(self, limit: int, *, query_filter: models.Filter | None = None) -> list[SparseTerms]:
         """The sparse vectors of up to ``limit`` points (no payloads) that pass ``query_filter``
@@ -619,51 +406,7 @@ class QdrantStore:
             with_payload=False,
             with_vectors=[SPARSE],
         )
-        return [terms for point in points if (terms := _sparse(point.vector)) is not None]
-
-
-def _sparse(vector: object) -> SparseTerms | None:
-    if isinstance(vector, dict) and isinstance(found := vector.get(SPARSE), models.SparseVector):
-        return SparseTerms(list(found.indices), list(found.values))
-    return None
-
-
-def _edge_sparse(vector: object) -> SparseTerms | None:
-    found = vector.get(SPARSE) if isinstance(vector, dict) else None
-    return SparseTerms(list(found.indices), list(found.values)) if found is not None else None
-
-
-def _bounded_update(kept: OrderedDict[_K, _V], found: Mapping[_K, _V], capacity: int) -> None:
-    """``kept.update(found)``, then the oldest entries dropped down to ``capacity``."""
-    kept.update(found)
-    for _ in range(len(kept) - capacity):
-        kept.popitem(last=False)  # O(1), where deleting a plain dict's first keys degrades
-
-
-def _edge_data(payload: object, vector: object) -> _PointData:
-    """A point's record and dense vector, from Edge's own point data (no qdrant-client models)."""
-    dense = vector.get(DENSE) if isinstance(vector, dict) else None
-    return msgspec.convert(payload, ChunkRecord), None if dense is None else dense_array(dense)
-
-
-def _edge_hit(point: _PointData, score: float, sparse: SparseTerms | None) -> SearchHit:
-    record, vector = point
-    # An array of its own for every hit, as a fetch gives: the cached one is never handed out.
-    return SearchHit(
-        record=record, score=float(score), vector=None if vector is None else vector.copy(), sparse=sparse
-    )
-
-
-def _hit(point: models.ScoredPoint) -> SearchHit:
-    vector = None
-    if isinstance(point.vector, dict) and DENSE in point.vector:
-        vector = np.asarray(point.vector[DENSE], dtype=np.float32)
-    return SearchHit(
-        record=msgspec.convert(point.payload, ChunkRecord),
-        score=float(point.score),
-        vector=vector,
-        sparse=_sparse(point.vector),
-    )
+        return [terms for point in points if (terms := point_sparse(point.vector)) is not None]
 
 
 def _payload(record: ChunkRecord, tenant: str) -> dict[str, object]:

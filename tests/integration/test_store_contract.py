@@ -18,7 +18,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from app.errors import ModelMismatchError
-from app.records import ChunkRecord, SparseTerms
+from app.records import ChunkRecord, SearchHit, SparseTerms
 from app.store import (
     DEFAULT_TENANT,
     SHARED_TENANT,
@@ -27,6 +27,7 @@ from app.store import (
     filter_for,
 )
 from app.store.edge import EdgeClient
+from tests import factories
 
 MODEL = "test-model"
 DIM = 16
@@ -65,18 +66,11 @@ def chunk(source: str, index: int, *, doc_hash: str = "h1", count: int = 1, text
 
 
 def vectors(n: int, seed: int) -> np.ndarray:
-    found = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
-    return found / np.linalg.norm(found, axis=1, keepdims=True)
+    return factories.unit_vectors(n, DIM, seed=seed)
 
 
 def terms(n: int, seed: int) -> list[SparseTerms]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        idx = sorted(rng.choice(200, size=6, replace=False).tolist())
-        # Real-valued weights: BM25 scores of distinct chunks do not tie, so rankings compare as lists.
-        out.append(SparseTerms(idx, [float(v) for v in rng.uniform(0.5, 3.0, size=6)]))
-    return out
+    return factories.sparse_terms(n, seed=seed, vocabulary=200, size=6)
 
 
 def write(store: QdrantStore, records: list[ChunkRecord], *, tenant: str, seed: int = 0) -> np.ndarray:
@@ -85,7 +79,7 @@ def write(store: QdrantStore, records: list[ChunkRecord], *, tenant: str, seed: 
     return dense
 
 
-def sources(hits: list) -> set[str]:
+def sources(hits: list[SearchHit]) -> set[str]:
     return {hit.record.source for hit in hits}
 
 

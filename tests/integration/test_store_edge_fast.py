@@ -1,8 +1,8 @@
-"""The Edge search path (``QdrantStore._search_edge``) against the generic one, on one real shard.
+"""The Edge search path (``EdgeSearch``) against the generic one (``ClientSearch``), on one real shard.
 
-``QdrantStore.search`` on Qdrant Edge skips qdrant-client's models: it builds Edge's queries
-directly, translates the filter once per call, reads each point's properties once, packs the
-vectors into float32 arrays itself and keeps what it built of a point until the next write
+``QdrantStore.search`` on Qdrant Edge skips qdrant-client's models: ``EdgeSearch`` builds Edge's
+queries directly, translates the filter once per call, reads each point's properties once, packs
+the vectors into float32 arrays itself and keeps what it built of a point until the next write
 (the point cache). Here the same store is searched through both paths (the generic one over
 the same ``EdgeClient``, by ``query_batch_points`` and the model translation, which caches
 nothing), with the cache on, off and smaller than the results, and every hit must be the same
@@ -25,14 +25,16 @@ from app.records import ChunkRecord, SearchHit, SparseTerms
 from app.store import DEFAULT_TENANT, SHARED_TENANT, QdrantStore, RetrievalFilters, filter_for
 from app.store.edge import EdgeClient
 from app.store.edge_models import dense_array
-from app.store.qdrant import POINT_CACHE, _PointCache
+from app.store.edge_search import POINT_CACHE, PointCache
+from tests import factories
 
 DIM = 384
 
 
 class _Generic:
     """The same ``EdgeClient``, seen as any other engine: ``QdrantStore`` then searches it the
-    generic way (qdrant-client requests, ``query_batch_points``, ``ScoredPoint`` models)."""
+    generic way (``ClientSearch``: qdrant-client requests, ``query_batch_points``, ``ScoredPoint``
+    models)."""
 
     def __init__(self, client: EdgeClient) -> None:
         self._client = client
@@ -61,20 +63,11 @@ def chunk(source: str, index: int) -> ChunkRecord:
 
 
 def unit_vectors(n: int, seed: int) -> np.ndarray:
-    found = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
-    unit: np.ndarray = found / np.linalg.norm(found, axis=1, keepdims=True)
-    return unit
+    return factories.unit_vectors(n, DIM, seed=seed)
 
 
 def sparse_terms(n: int, seed: int) -> list[SparseTerms]:
-    rng = np.random.default_rng(seed)
-    return [
-        SparseTerms(
-            sorted(rng.choice(300, size=8, replace=False).tolist()),
-            [float(v) for v in rng.uniform(0.5, 3.0, size=8)],
-        )
-        for _ in range(n)
-    ]
+    return factories.sparse_terms(n, seed=seed, vocabulary=300, size=8)
 
 
 def open_pair(folder: Path, point_cache: int = POINT_CACHE) -> tuple[QdrantStore, QdrantStore]:
@@ -283,7 +276,7 @@ def test_the_write_epoch_is_none_while_a_write_is_under_way(tmp_path: Path) -> N
 
 
 def test_data_read_across_a_write_is_not_kept() -> None:
-    cache = _PointCache(10)
+    cache = PointCache(10)
     record = chunk("docs/a.md", 0)
     data: dict[int | uuid.UUID | str, tuple[ChunkRecord, np.ndarray | None]] = {
         record.point_id: (record, np.zeros(DIM, dtype=np.float32))
