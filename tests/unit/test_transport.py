@@ -221,10 +221,13 @@ def test_a_body_that_stops_arriving_is_answered_408_and_the_app_sees_the_client_
 
 
 def test_a_body_that_keeps_arriving_is_not_cut_however_long_it_takes() -> None:
-    with served(limits()) as port, connect(port) as conn:
+    # Pauses a quarter of the timeout, so that a loaded machine stretching a sleep cannot make
+    # one of them a real stall; together they outlast it.
+    body_s = 1.0
+    with served(limits(body_timeout_s=body_s)) as port, connect(port) as conn:
         conn.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
         for byte in b"abcde":  # in all longer than the body timeout, each pause shorter
-            time.sleep(BODY_S / 2)
+            time.sleep(body_s / 4)
             conn.sendall(bytes([byte]))
         conn.settimeout(5)
         got = conn.recv(4096)
@@ -246,7 +249,7 @@ def test_at_the_cap_the_connection_waiting_longest_for_a_head_makes_room() -> No
     with served(limits(max_connections=3, header_timeout_s=30)) as port:
         first, second, third = connect(port), connect(port), connect(port)
         try:
-            time.sleep(0.2)  # accepted, in this order
+            time.sleep(0.5)  # accepted, in this order (time to spare on a loaded machine)
             with connect(port) as fourth, capture_logs() as logs:
                 assert get(fourth).startswith(b"HTTP/1.1 200")
             first_got, _ = read_to_end(first)
@@ -265,7 +268,7 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused_at_once() ->
         try:
             for conn in busy:
                 conn.sendall(body)
-            time.sleep(0.2)
+            time.sleep(0.5)  # both accepted and reading their bodies
             with connect(port) as refused:
                 got, after = read_to_end(refused)
             assert got.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in got, got
