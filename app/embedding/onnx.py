@@ -5,6 +5,9 @@ loads only the tokenizer and the ONNX graph, not the torch weights. Vectors matc
 backend's closely but not exactly, so the embedder's ``model_name`` carries the backend
 (``all-MiniLM-L6-v2 (onnx-int8)``): a collection filled by one backend refuses the other
 (``ModelMismatchError``) instead of mixing their vectors.
+
+Like the torch backend, it takes the token ids ingestion has already counted (``embed_ids``) and
+builds the graph's inputs from them (``TokenFrame``) instead of tokenizing those texts again.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from app.embedding.device import onnx_providers
 from app.embedding.export import EXPORT_LOCK_TIMEOUT_S, MODEL_FILE, OUTPUT_NAME, ensure_export
-from app.embedding.tokens import TextTokenizer
+from app.embedding.tokens import TextTokenizer, token_frame
 from app.errors import EmbeddingModelError
 from app.settings import EmbeddingSettings
 
@@ -80,8 +83,23 @@ class OnnxEmbedder:
         # serialises the model's calls, as in the torch backend, and counts use their own copy.
         self._lock = threading.Lock()
         self._text = TextTokenizer(self._tokenizer)
+        self._frame = token_frame(self._tokenizer)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, None)
+
+    def embed_ids(self, texts: Sequence[str], token_ids: Sequence[Sequence[int] | None]) -> np.ndarray:
+        """``embed(texts)``, given the token ids (no special tokens, as ``ids`` returns them) of
+        any of ``texts`` that the caller has already tokenized: ingestion counts every chunk
+        with the model's tokenizer, and tokenizing it again here would repeat that work. A batch
+        with a text without ids, or with one over the model's input limit, is tokenized as
+        ``embed`` does; the vectors are the same either way (same inputs, same batches, same
+        order)."""
+        if len(token_ids) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(token_ids)} token id lists")
+        return self._embed(texts, token_ids)
+
+    def _embed(self, texts: Sequence[str], token_ids: Sequence[Sequence[int] | None] | None) -> np.ndarray:
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return vectors
@@ -90,21 +108,43 @@ class OnnxEmbedder:
         with self._lock:
             for start in range(0, len(order), self._batch_size):
                 picked = order[start : start + self._batch_size]
-                encoded = self._tokenizer(
-                    [texts[i] for i in picked],
-                    padding=True,
-                    truncation="longest_first",
-                    max_length=self._max_length,
-                    return_tensors="np",
-                )
-                feeds = {name: encoded[name].astype(np.int64, copy=False) for name in self._input_names}
+                feeds = self._feeds_from_ids(picked, token_ids) if token_ids is not None else None
+                if feeds is None:
+                    encoded = self._tokenizer(
+                        [texts[i] for i in picked],
+                        padding=True,
+                        truncation="longest_first",
+                        max_length=self._max_length,
+                        return_tensors="np",
+                    )
+                    feeds = {name: encoded[name].astype(np.int64, copy=False) for name in self._input_names}
                 (batch,) = self._session.run([OUTPUT_NAME], feeds)
                 vectors[picked] = batch
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
+    def _feeds_from_ids(
+        self, picked: np.ndarray, token_ids: Sequence[Sequence[int] | None]
+    ) -> dict[str, np.ndarray] | None:
+        """The graph's feeds for the texts at ``picked``, built from their ids as the tokenizer
+        would build them, or ``None`` (tokenize this batch) when one has no ids, one is over the
+        input limit, or the tokenizer is not one ``TokenFrame`` reproduces."""
+        if self._frame is None:
+            return None
+        batch = [token_ids[i] for i in picked]
+        known = [ids for ids in batch if ids is not None]
+        if len(known) < len(batch):
+            return None
+        inputs = self._frame.inputs(known, limit=self._max_length)
+        if inputs is None or any(name not in inputs for name in self._input_names):
+            return None
+        return {name: inputs[name] for name in self._input_names}
+
     def count(self, text: str) -> int:
         return self._text.count(text)
+
+    def ids(self, text: str) -> list[int]:
+        return self._text.ids(text)
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         return self._text.offsets(text)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.embedding.device import torch_device
-from app.embedding.tokens import TextTokenizer
+from app.embedding.tokens import TextTokenizer, TokenFrame, token_frame
 from app.errors import EmbeddingModelError
 from app.settings import EmbeddingSettings
 
@@ -103,7 +103,7 @@ class SentenceTransformerEmbedder:
             max_workers=1, thread_name_prefix="kb-model", initializer=self._claim_thread
         )
         self._text = TextTokenizer(self._tokenizer)
-        self._special = _special_tokens(self._tokenizer)
+        self._frame = token_frame(self._tokenizer)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -119,12 +119,12 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         known = {text: ids for text, ids in zip(texts, token_ids, strict=True) if ids is not None}
-        if self._special is None or not known:
+        if self._frame is None or not known:
             return self.embed(texts)
-        special = self._special
+        frame = self._frame
 
         def encode() -> np.ndarray:
-            with self._preprocessed(known, special):
+            with self._preprocessed(known, frame):
                 return self._encode(texts)
 
         return self._on_model_thread(encode)
@@ -149,34 +149,33 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     @contextmanager
-    def _preprocessed(
-        self, known: dict[str, Sequence[int]], special: tuple[list[int], list[int]]
-    ) -> Iterator[None]:
+    def _preprocessed(self, known: dict[str, Sequence[int]], frame: TokenFrame) -> Iterator[None]:
         """While ``encode`` runs (on the model thread), build a batch's model inputs from ``known`` ids
         when it has them for every text of the batch, and fall back to the model's own
         tokenization otherwise.
 
         ``encode`` keeps its length sorting, batching, pooling and normalisation; only the
-        tokenizer call is skipped. The inputs are what the tokenizer would give: its special
-        tokens around the ids (``special``), padded to the longest with the pad id, mask and token
-        types as it builds them. A text over the model's input limit (which the tokenizer would
-        truncate) takes the fallback.
+        tokenizer call is skipped. The inputs are what the tokenizer would give
+        (``TokenFrame.inputs``: its special tokens around the ids, padded to the longest with the
+        pad id, mask and token types as it builds them). A text over the model's input limit
+        (which the tokenizer would truncate) takes the fallback.
         """
+        import torch
+
         model = self._model
-        tokenizer = self._tokenizer
         preprocess = model.preprocess
         limit = int(model.max_seq_length)
-        names = set(tokenizer.model_input_names)
 
         def from_ids(inputs: list[Any], prompt: str | None = None, **kwargs: Any) -> Any:
             batch = [known.get(text) if isinstance(text, str) else None for text in inputs]
             if prompt or kwargs or any(ids is None for ids in batch):
                 return preprocess(inputs, prompt=prompt, **kwargs)
-            prefix, suffix = special
-            rows = [[*prefix, *ids, *suffix] for ids in batch if ids is not None]
-            if max(len(row) for row in rows) > limit:
+            arrays = frame.inputs([ids for ids in batch if ids is not None], limit=limit)
+            if arrays is None:
                 return preprocess(inputs, prompt=prompt, **kwargs)
-            return _features(rows, pad_id=tokenizer.pad_token_id, names=names)
+            features: dict[str, Any] = {name: torch.from_numpy(array) for name, array in arrays.items()}
+            features["modality"] = "text"
+            return features
 
         model.preprocess = from_ids
         try:
@@ -192,42 +191,3 @@ class SentenceTransformerEmbedder:
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         return self._text.offsets(text)
-
-
-def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]] | None:
-    """The ids the tokenizer puts before and after a single text's own tokens (BERT: ``[CLS]``
-    and ``[SEP]``), or ``None`` when its special tokens are not such a fixed frame (then
-    ``embed_ids`` always lets the tokenizer do it). ``None`` too for a tokenizer that pads on the
-    left or has no pad token, which ``_features`` does not reproduce."""
-    if getattr(tokenizer, "padding_side", "right") != "right" or tokenizer.pad_token_id is None:
-        return None
-    probe = "a probe, of some words"
-    try:
-        plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-        full = list(tokenizer(probe)["input_ids"])
-        empty = list(tokenizer("")["input_ids"])
-    except Exception:  # a tokenizer without this call: no frame to rely on
-        return None
-    for start in range(len(full) - len(plain) + 1):
-        prefix, suffix = full[:start], full[start + len(plain) :]
-        if full[start : start + len(plain)] == plain and prefix + suffix == empty:
-            return prefix, suffix
-    return None
-
-
-def _features(rows: list[list[int]], *, pad_id: int, names: set[str]) -> dict[str, Any]:
-    """Right-padded model inputs for token id ``rows``, shaped as the tokenizer returns them."""
-    import torch
-
-    width = max(len(row) for row in rows)
-    features: dict[str, Any] = {
-        "input_ids": torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], dtype=torch.long)
-    }
-    if "token_type_ids" in names:
-        features["token_type_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
-    if "attention_mask" in names:
-        features["attention_mask"] = torch.tensor(
-            [[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=torch.long
-        )
-    features["modality"] = "text"
-    return features

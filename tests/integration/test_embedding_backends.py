@@ -5,8 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -18,9 +19,10 @@ from app.config import load_settings
 from app.embedding import OnnxEmbedder, SentenceTransformerEmbedder, build_embedder
 from app.embedding.export import MANIFEST_FILE, MODEL_FILE, export_folder, read_manifest
 from app.errors import EmbeddingModelError, ModelMismatchError
+from app.records import ChunkRecord
 from app.services import open_checked_store
 from app.settings import EmbeddingSettings, Settings
-from app.store import open_store
+from app.store import QdrantStore, open_store
 from ingest.runner import Ingestor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -99,6 +101,94 @@ def test_int8_vectors_are_close_to_torch_and_the_tokenizer_is_the_same(
     for text in PARAGRAPHS:
         assert int8.count(text) == embedder.count(text)
         assert int8.offsets(text) == embedder.offsets(text)
+
+
+class CountingTokenizer:
+    """The embedder's model tokenizer, remembering the size of every batch it tokenizes."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.batches: list[int] = []
+
+    def __call__(self, texts: Sequence[str], **options: Any) -> Any:
+        self.batches.append(len(texts))
+        return self.tokenizer(texts, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+@pytest.fixture
+def counted(int8: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch) -> CountingTokenizer:
+    """Every batch the session's int8 embedder tokenizes for the graph, for one test."""
+    counting = CountingTokenizer(int8._tokenizer)
+    monkeypatch.setattr(int8, "_tokenizer", counting)
+    return counting
+
+
+def test_int8_embed_ids_gives_exactly_the_vectors_of_embed(
+    int8: OnnxEmbedder, embedder: SentenceTransformerEmbedder, counted: CountingTokenizer
+) -> None:
+    # More texts than one model batch (64), of many lengths, so sorting and padding both matter.
+    words = "the agent copies nightly snapshots to object storage while operators watch".split()
+    texts = [" ".join(words[: 1 + i % len(words)]) * (1 + i % 7) for i in range(150)]
+    texts += ["word " * 400]  # over the input limit: the tokenizer's truncation must apply
+    ids: list[list[int] | None] = [int8.ids(text) for text in texts]
+    for text, found in zip(texts[:20], ids[:20], strict=True):
+        assert found == embedder.ids(text)  # the same tokenizer as torch's
+        assert found == list(int8._tokenizer.tokenizer(text, add_special_tokens=False)["input_ids"])
+    expected = int8.embed(texts)
+    assert counted.batches == [64, 64, 23]
+    counted.batches.clear()
+
+    assert np.array_equal(int8.embed_ids(texts, ids), expected)
+    # Only the batch with the text over the limit (the longest: the first) was tokenized.
+    assert counted.batches == [64]
+    counted.batches.clear()
+    # A text without ids sends its own batch (the shortest text: the last) to the tokenizer.
+    shortest = min(range(len(texts)), key=lambda i: len(texts[i]))
+    one_missing = [None if i == shortest else found for i, found in enumerate(ids)]
+    assert np.array_equal(int8.embed_ids(texts, one_missing), expected)
+    assert counted.batches == [64, 23]
+    counted.batches.clear()
+    # Texts without ids in every batch: every batch is tokenized, as by embed.
+    some = [found if i % 3 else None for i, found in enumerate(ids)]
+    assert np.array_equal(int8.embed_ids(texts, some), expected)
+    assert counted.batches == [64, 64, 23]
+    counted.batches.clear()
+    # The text over the limit alone, with its ids: cut by the tokenizer, as embed does.
+    assert np.array_equal(int8.embed_ids(texts[-1:], ids[-1:]), int8.embed(texts[-1:]))
+
+    assert int8.embed_ids([], []).shape == (0, 384)
+    with pytest.raises(ValueError, match="token id lists"):
+        int8.embed_ids(texts[:2], ids[:1])
+
+
+def test_ingesting_with_int8_tokenizes_each_chunk_once(
+    int8: OnnxEmbedder,
+    counted: CountingTokenizer,
+    settings: Settings,
+    store: QdrantStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: list[tuple[list[ChunkRecord], np.ndarray]] = []
+    upsert = store.upsert
+
+    def recording(records: Sequence[ChunkRecord], dense: np.ndarray, *args: Any, **kwargs: Any) -> None:
+        written.append((list(records), dense.copy()))
+        upsert(records, dense, *args, **kwargs)
+
+    monkeypatch.setattr(store, "upsert", recording)
+    report = Ingestor(store, int8, chunking=settings.chunking, ingest=settings.ingest).ingest_paths(
+        [MIXED / "guide.md", MIXED / "notes.txt"]
+    )
+
+    assert report.chunks_written > 0
+    assert sum(len(records) for records, _ in written) == report.chunks_written
+    # Chunking took each chunk's ids from the tokenizer; the model was given them, not the texts.
+    assert counted.batches == []
+    for records, dense in written:
+        assert np.array_equal(dense, int8.embed([record.embedding_text() for record in records]))
 
 
 def test_a_store_filled_by_one_backend_refuses_the_other(
