@@ -52,7 +52,6 @@ class ClientSearch:
             limit=limit,
             query_filter=query_filter,
             dense_vectors=[DENSE, SPARSE] if with_sparse else [DENSE],
-            lexical_data=True,
         )
         if not requests:
             return [], []
@@ -75,11 +74,10 @@ class ClientSearch:
         limit: int,
         query_filter: models.Filter | None,
         dense_vectors: list[str],
-        lexical_data: bool,
     ) -> list[models.QueryRequest]:
         """The dense and the lexical request of one search, each left out without its query:
         dense hits carry their payload and ``dense_vectors``; lexical hits their payload and
-        dense vector when ``lexical_data``, else ids and scores only."""
+        dense vector."""
         requests: list[models.QueryRequest] = []
         if dense is not None:
             requests.append(
@@ -100,8 +98,8 @@ class ClientSearch:
                     using=SPARSE,
                     limit=limit,
                     filter=query_filter,
-                    with_payload=lexical_data,
-                    with_vector=[DENSE] if lexical_data else False,
+                    with_payload=True,
+                    with_vector=[DENSE],
                 )
             )
         return requests
