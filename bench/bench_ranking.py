@@ -78,13 +78,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def report(label: str, fn: Callable[[], object], args: argparse.Namespace, runs: int | None = None) -> None:
+def report(label: str, fn: Callable[[], object], args: argparse.Namespace, *, paced: bool = False) -> None:
+    """Time ``fn`` ``--runs`` times (``--busy-runs`` when ``paced``) and print its percentiles."""
     times_ms = []
-    for _ in range(runs or args.runs):
+    for _ in range(args.busy_runs if paced else args.runs):
         start = time.perf_counter()
         fn()
         times_ms.append((time.perf_counter() - start) * 1000.0)
-        if runs:
+        if paced:
             time.sleep(0.001)  # as requests come: between the model's parallel regions, not in step
     print(
         f"{label:26s} {args.candidates} candidates -> top {args.top_k}, {len(times_ms)} runs: "
@@ -146,18 +147,18 @@ def main() -> None:
     def run_fit() -> list[ScoredChunk]:
         return fit_to_budget(selected, ranking.context_tokens, counter.count, per_chunk_overhead=40)
 
-    pool = np.array([c.vector for c in candidates], dtype=np.float32)
     arms: list[tuple[str, Callable[[], object]]] = [("rank", run_rank), ("fit_to_budget", run_fit)]
     for label, fn in arms:
         report(label, fn, args)
     if args.busy_model:
+        pool = np.array([c.vector for c in candidates], dtype=np.float32)
         arms = [("rank", run_rank), ("cosine: einsum", lambda: np.einsum("ik,jk->ij", pool, pool))]
         arms.append(("cosine: BLAS", lambda: pool @ pool.T))
         for label, fn in arms:
-            report(f"{label} (idle)", fn, args, runs=args.busy_runs)
+            report(f"{label} (idle)", fn, args, paced=True)
         with busy_model():
             for label, fn in arms:
-                report(f"{label} (model busy)", fn, args, runs=args.busy_runs)
+                report(f"{label} (model busy)", fn, args, paced=True)
     print(f"selected {len(selected)} chunks: {[c.record.point_id for c in selected]}")
 
 
