@@ -159,8 +159,11 @@ async def test_a_burst_that_outlasts_its_deadline_leaves_no_backlog(
         await asyncio.sleep(0.5)
         assert filled.searches == ran
         served = len(results) - timed_out
-        abandoned = ran - served  # timed out while their search ran: at most a few per worker
-        assert 0 <= abandoned <= 5 * queue.workers
+        # Timed out after their search started: while it ran (a few per worker), or after it
+        # ended, while the event loop, busy with the burst's coroutines, had not yet resumed
+        # them. Either way a small share of the burst; a backlog run late would be hundreds.
+        abandoned = ran - served
+        assert 0 <= abandoned <= max(5 * queue.workers, len(results) // 20), (abandoned, timed_out)
         assert drops.count("expired") == timed_out - abandoned
 
         lone = await retriever.retrieve("Who approves payroll?")
